@@ -1,0 +1,33 @@
+//! The cairn repository: content-addressed, compressed, encrypted chunks in packs, found
+//! through index objects and tied together by manifests (see docs/format.md). This crate knows
+//! nothing of PostgreSQL.
+
+pub mod check;
+pub mod chunker;
+pub mod compression;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+mod object;
+pub mod pack;
+pub mod prune;
+mod repository;
+pub mod writer;
+
+pub use check::{check, CheckOptions, CheckReport, Problem};
+pub use chunker::{ChunkerKind, ChunkerParams};
+pub use compression::Compression;
+pub use config::Config;
+pub use crypto::{Encryption, KdfParams};
+pub use error::{RepoError, Result};
+pub use id::{ChunkId, Id};
+pub use manifest::{EntryKind, FileEntry, Manifest};
+pub use prune::{prune, PruneOptions, PruneSummary};
+pub use repository::{InitOptions, KeyInfo, Repository};
+pub use writer::{WriteStats, Writer, WriterOptions};

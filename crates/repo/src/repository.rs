@@ -1,0 +1,392 @@
+//! An open repository: init and open with a password, key management, the index, manifests,
+//! and reading chunks back.
+
+use std::io::Write;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+use cairn_storage::{PutMode, Storage};
+
+use crate::chunker::ChunkerParams;
+use crate::compression::Compression;
+use crate::config::{Config, DEFAULT_PACK_SIZE, FORMAT_VERSION};
+use crate::crypto::{Crypto, Encryption, KdfParams, MasterKey};
+use crate::error::{RepoError, Result};
+use crate::id::{ChunkId, Id};
+use crate::index::{self, Index, Location, PackBlobs};
+use crate::keys::KeyFile;
+use crate::layout::{self, Kind};
+use crate::manifest::{EntryParser, FileEntry, Manifest, MANIFEST_VERSION};
+use crate::object;
+use crate::pack;
+
+/// How a new repository is made.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub encryption: Encryption,
+    pub password: Option<Vec<u8>>,
+    pub compression: Compression,
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            encryption: Encryption::Aes256Gcm,
+            password: None,
+            compression: Compression::default(),
+            chunker: ChunkerParams::default(),
+            pack_size: DEFAULT_PACK_SIZE,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// A key as `key list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: Id,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub user: String,
+    /// Whether this key opened the repository in this session.
+    pub current: bool,
+}
+
+#[derive(Debug)]
+pub struct Repository {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) config: Config,
+    pub(crate) crypto: Crypto,
+    master: Option<(Id, MasterKey)>,
+    pub(crate) index: Arc<RwLock<Index>>,
+}
+
+impl Repository {
+    /// Creates a repository. Writes the key first and the config last: a repository exists
+    /// once its config does, and a failed init removes what it wrote.
+    pub fn init(storage: Arc<dyn Storage>, options: InitOptions) -> Result<Repository> {
+        let location = storage.location();
+        if exists(storage.as_ref())? {
+            return Err(RepoError::AlreadyExists { location });
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id::random(),
+            created: chrono::Utc::now(),
+            encryption: options.encryption,
+            compression: options.compression,
+            chunker: options.chunker,
+            pack_size: options.pack_size,
+        };
+        config.validate().map_err(RepoError::Invalid)?;
+        let (crypto, master) = match (options.encryption, &options.password) {
+            (Encryption::None, None) => (Crypto::none(), None),
+            (Encryption::None, Some(_)) => {
+                return Err(RepoError::Invalid("a password was given for a repository without encryption".into()))
+            }
+            (_, None) => return Err(RepoError::PasswordRequired { location }),
+            (encryption, Some(password)) => {
+                let master = MasterKey::random();
+                let (key_id, bytes) = KeyFile::create(config.id, encryption, &master, password, options.kdf)?;
+                storage.put(&layout::path(Kind::Key, &key_id), Bytes::from(bytes), PutMode::Create)?;
+                (Crypto::new(encryption, &master), Some((key_id, master)))
+            }
+        };
+        if let Err(e) = storage.put(layout::CONFIG, Bytes::from(config.to_bytes()), PutMode::Create) {
+            if let Some((key_id, _)) = &master {
+                let _ = storage.delete(&layout::path(Kind::Key, key_id));
+            }
+            return Err(match e.kind {
+                cairn_storage::ErrorKind::AlreadyExists => RepoError::AlreadyExists { location },
+                _ => e.into(),
+            });
+        }
+        Ok(Repository { storage, config, crypto, master, index: Default::default() })
+    }
+
+    /// Opens a repository; `password` is needed when it is encrypted.
+    pub fn open(storage: Arc<dyn Storage>, password: Option<&[u8]>) -> Result<Repository> {
+        let location = storage.location();
+        let bytes = match storage.get(layout::CONFIG) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::NotInitialised { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let config = Config::parse(&bytes)?;
+        if config.encryption == Encryption::None {
+            return Ok(Repository { storage, config, crypto: Crypto::none(), master: None, index: Default::default() });
+        }
+        let password = password.ok_or(RepoError::PasswordRequired { location: location.clone() })?;
+        let keys = list_ids(storage.as_ref(), Kind::Key)?;
+        let mut damaged = None;
+        for key_id in &keys {
+            let attempt = storage
+                .get(&layout::path(Kind::Key, key_id))
+                .map_err(RepoError::from)
+                .and_then(|bytes| KeyFile::parse(key_id, &bytes))
+                .and_then(|file| file.unwrap_master(key_id, password, &config.id));
+            match attempt {
+                Ok(Some(master)) => {
+                    let crypto = Crypto::new(config.encryption, &master);
+                    let master = Some((*key_id, master));
+                    return Ok(Repository { storage, config, crypto, master, index: Default::default() });
+                }
+                Ok(None) => {}
+                Err(e) => damaged = Some(e),
+            }
+        }
+        // A damaged key that might have been the right one matters more than "wrong password".
+        match damaged {
+            Some(e) if keys.len() == 1 => Err(e),
+            _ => Err(RepoError::WrongPassword { location, keys: keys.len() }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for id in list_ids(self.storage.as_ref(), Kind::Key)? {
+            let file = KeyFile::parse(&id, &self.storage.get(&layout::path(Kind::Key, &id))?)?;
+            let current = self.master.as_ref().is_some_and(|(k, _)| *k == id);
+            out.push(KeyInfo { id, created: file.created, host: file.host, user: file.user, current });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    /// Adds a key object wrapping the master key with `password`.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let (_, master) = self.master.as_ref().ok_or_else(|| {
+            RepoError::Invalid("the repository is not encrypted, so it has no keys".into())
+        })?;
+        let (id, bytes) = KeyFile::create(self.config.id, self.config.encryption, master, password, kdf)?;
+        self.storage.put(&layout::path(Kind::Key, &id), Bytes::from(bytes), PutMode::Create)?;
+        Ok(id)
+    }
+
+    /// Removes the key whose id starts with `prefix`; never the last one, nor the one in use.
+    pub fn remove_key(&self, prefix: &str) -> Result<Id> {
+        let keys = list_ids(self.storage.as_ref(), Kind::Key)?;
+        let id = resolve_prefix(&keys, prefix, "key")?;
+        if keys.len() == 1 {
+            return Err(RepoError::Invalid("refusing to remove the last key: the repository could never be opened again".into()));
+        }
+        if self.master.as_ref().is_some_and(|(k, _)| *k == id) {
+            return Err(RepoError::Invalid(format!(
+                "key {} is the one this command opened the repository with; open with another password to remove it",
+                id.short()
+            )));
+        }
+        self.storage.delete(&layout::path(Kind::Key, &id))?;
+        Ok(id)
+    }
+
+    /// Reads every index object into memory (replacing what was loaded before).
+    pub fn load_index(&self) -> Result<()> {
+        let mut index = Index::default();
+        for (_, packs) in self.read_index_objects()? {
+            for (pack, blobs) in &packs {
+                index.add_pack(*pack, blobs);
+            }
+        }
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+        Ok(())
+    }
+
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every index object with its content, fetched a few at a time (object storage is slow
+    /// per request, not per byte).
+    pub(crate) fn read_index_objects(&self) -> Result<Vec<(Id, Vec<PackBlobs>)>> {
+        let ids = list_ids(self.storage.as_ref(), Kind::Index)?;
+        parallel_map(&ids, 8, |id| self.read_index_object(id))
+    }
+
+    pub(crate) fn read_index_object(&self, id: &Id) -> Result<(Id, Vec<PackBlobs>)> {
+        let stored = self.storage.get(&layout::path(Kind::Index, id))?;
+        let (_, body) = object::decode(&self.crypto, Kind::Index, id, &stored)?;
+        Ok((*id, index::decode(id, &body)?))
+    }
+
+    pub(crate) fn write_index_object(&self, packs: &[PackBlobs]) -> Result<Id> {
+        store_index(self.storage.as_ref(), &self.crypto, packs)
+    }
+
+    pub fn list_manifests(&self) -> Result<Vec<Id>> {
+        list_ids(self.storage.as_ref(), Kind::Manifest)
+    }
+
+    pub fn load_manifest(&self, id: &Id) -> Result<Manifest> {
+        let stored = self.storage.get(&layout::path(Kind::Manifest, id))?;
+        let (_, body) = object::decode(&self.crypto, Kind::Manifest, id, &stored)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string()))
+    }
+
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<Id> {
+        let body = serde_json::to_vec(manifest).unwrap_or_default();
+        let (id, stored) = object::encode(&self.crypto, Kind::Manifest, MANIFEST_VERSION, &body)?;
+        self.storage.put(&layout::path(Kind::Manifest, &id), Bytes::from(stored), PutMode::Create)?;
+        Ok(id)
+    }
+
+    /// Calls `each` with every entry of a manifest, in order, reading its entry stream chunk
+    /// by chunk (a manifest of millions of files never sits whole in memory).
+    pub fn for_each_entry(&self, id: &Id, manifest: &Manifest, each: &mut dyn FnMut(FileEntry) -> Result<()>) -> Result<()> {
+        let mut parser = EntryParser::default();
+        let mut batch = Vec::new();
+        for chunk in &manifest.tree {
+            parser.push(id, &self.read_chunk(chunk)?, &mut batch)?;
+            batch.drain(..).try_for_each(&mut *each)?;
+        }
+        parser.finish(id)
+    }
+
+    /// Where a chunk is, from the loaded index.
+    pub fn locate(&self, chunk: &ChunkId) -> Result<Location> {
+        self.index().get(chunk).ok_or_else(|| {
+            RepoError::damaged("chunk", chunk.to_hex(), "not in the index (the repository is missing data: run 'cairn check')")
+        })
+    }
+
+    pub fn read_chunk(&self, chunk: &ChunkId) -> Result<Vec<u8>> {
+        let loc = self.locate(chunk)?;
+        let b = &loc.blob;
+        let path = layout::path(Kind::Pack, &loc.pack);
+        let stored = self.storage.get_range(&path, b.offset as u64..(b.offset + b.stored_len) as u64)?;
+        pack::open_blob(&self.crypto, b, &stored).map_err(|reason| RepoError::damaged("blob", format!("{path} chunk {}", chunk.short()), reason))
+    }
+
+    /// Writes the content of `chunks` to `out`, in order. Neighbouring blobs of one pack are
+    /// fetched with a single ranged read.
+    pub fn restore_file(&self, chunks: &[ChunkId], out: &mut dyn Write) -> Result<u64> {
+        const MAX_RUN: u64 = 16 << 20;
+        let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        let mut written = 0u64;
+        let mut i = 0;
+        while i < locations.len() {
+            let first = &locations[i];
+            let start = first.blob.offset as u64;
+            let mut end = start + first.blob.stored_len as u64;
+            let mut j = i + 1;
+            while j < locations.len()
+                && locations[j].pack == first.pack
+                && locations[j].blob.offset as u64 == end
+                && end - start < MAX_RUN
+            {
+                end += locations[j].blob.stored_len as u64;
+                j += 1;
+            }
+            let path = layout::path(Kind::Pack, &first.pack);
+            let run = self.storage.get_range(&path, start..end)?;
+            for loc in &locations[i..j] {
+                let b = &loc.blob;
+                let at = (b.offset as u64 - start) as usize;
+                let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize])
+                    .map_err(|reason| RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason))?;
+                out.write_all(&chunk).map_err(|e| RepoError::io("writing restored data", e))?;
+                written += chunk.len() as u64;
+            }
+            i = j;
+        }
+        Ok(written)
+    }
+}
+
+/// Whether anything of a repository is at this storage location.
+fn exists(storage: &dyn Storage) -> Result<bool> {
+    match storage.stat(layout::CONFIG) {
+        Ok(_) => return Ok(true),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(storage.list(layout::KEYS).next().is_some())
+}
+
+/// Ids of every object of `kind`, sorted (stray files are ignored).
+pub(crate) fn list_ids(storage: &dyn Storage, kind: Kind) -> Result<Vec<Id>> {
+    let mut ids = Vec::new();
+    for meta in storage.list(kind.prefix()) {
+        if let Some(id) = layout::id_of(kind, &meta?.path) {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// Stores an index object naming `packs`.
+pub(crate) fn store_index(storage: &dyn Storage, crypto: &Crypto, packs: &[PackBlobs]) -> Result<Id> {
+    let (id, stored) = object::encode(crypto, Kind::Index, index::INDEX_VERSION, &index::encode(packs))?;
+    put_immutable(storage, &layout::path(Kind::Index, &id), stored)?;
+    Ok(id)
+}
+
+/// Stores a content-addressed object; one already there has the same content, so that is fine.
+pub(crate) fn put_immutable(storage: &dyn Storage, path: &str, bytes: Vec<u8>) -> Result<()> {
+    match storage.put(path, Bytes::from(bytes), PutMode::Create) {
+        Err(e) if e.kind == cairn_storage::ErrorKind::AlreadyExists => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+pub(crate) fn resolve_prefix(ids: &[Id], prefix: &str, what: &str) -> Result<Id> {
+    let matches: Vec<&Id> = ids.iter().filter(|id| id.to_hex().starts_with(&prefix.to_lowercase())).collect();
+    match matches.as_slice() {
+        [one] if !prefix.is_empty() => Ok(**one),
+        [] | [_] => Err(RepoError::Invalid(format!("no {what} with id '{prefix}'"))),
+        _ => Err(RepoError::Invalid(format!("{what} id '{prefix}' is ambiguous: give more digits"))),
+    }
+}
+
+/// `f` over `items` on up to `threads` threads, results in input order; the first error wins.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<R>>>> = items.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                let failed = r.is_err();
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                if failed {
+                    next.store(items.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for slot in results {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => out.push(r?),
+            None => {} // skipped after an earlier error, which is returned below
+        }
+    }
+    if out.len() == items.len() {
+        Ok(out)
+    } else {
+        Err(RepoError::Invalid("parallel work stopped early".into()))
+    }
+}

@@ -1,0 +1,448 @@
+//! Storing new data: files go in as readers and come back as chunk lists. Chunks are hashed,
+//! deduplicated, compressed and sealed on `channels` worker threads, appended in file order to
+//! packs, and packs are uploaded on `channels` upload threads. A pack is stored before any
+//! index object names it, and index objects before the manifest that needs them.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde::Serialize;
+
+use cairn_storage::Storage;
+
+use crate::chunker::{chunk_reader, CdcStream, ChunkerKind, ChunkerParams};
+use crate::compression::{Codec, Compression, Compressor};
+use crate::crypto::Crypto;
+use crate::error::{RepoError, Result};
+use crate::id::{ChunkId, Id};
+use crate::index::{Index, PackBlobs};
+use crate::layout::{self, Kind};
+use crate::lock::LockGuard;
+use crate::manifest::{FileEntry, Manifest};
+use crate::pack::PackBuilder;
+use crate::repository::{put_immutable, store_index, Repository};
+
+/// Index objects are written every this many packs (and at the end), so an interrupted
+/// writer's work is found and reused by the next one.
+const INDEX_EVERY_PACKS: usize = 16;
+const INDEX_EVERY: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Parallel channels for hashing, compression, encryption and upload (1 to 255).
+    pub channels: usize,
+    /// Overrides the repository's default compression for this writer.
+    pub compression: Option<Compression>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { channels: 1, compression: None }
+    }
+}
+
+/// What a writer did, for summaries and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    pub chunks: u64,
+    pub new_chunks: u64,
+    /// Bytes handed in.
+    pub bytes: u64,
+    /// Bytes of chunks not stored before.
+    pub new_bytes: u64,
+    /// Bytes of packs written (after compression and encryption).
+    pub stored_bytes: u64,
+    pub packs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    chunks: AtomicU64,
+    new_chunks: AtomicU64,
+    bytes: AtomicU64,
+    new_bytes: AtomicU64,
+    stored_bytes: AtomicU64,
+    packs: AtomicU64,
+}
+
+/// State shared by the writer, its workers and its uploaders.
+#[derive(Debug)]
+struct Shared {
+    storage: Arc<dyn Storage>,
+    crypto: Crypto,
+    index: Arc<RwLock<Index>>,
+    chunker: ChunkerParams,
+    pack_size: usize,
+    /// Chunks this writer has taken on to store (not yet in the repository index).
+    claimed: Mutex<HashSet<ChunkId>>,
+    /// Packs stored but not yet named by an index object, and when an index was last written.
+    unindexed: Mutex<(Vec<PackBlobs>, Instant)>,
+    /// Packs this writer made, to add to the repository index at the end.
+    written: Mutex<Vec<PackBlobs>>,
+    /// The first failure of a background thread; once set, the writer can never commit.
+    failure: Mutex<Option<RepoError>>,
+    failed: std::sync::atomic::AtomicBool,
+    counters: Counters,
+}
+
+struct Job {
+    data: Vec<u8>,
+    reply: Sender<Processed>,
+}
+
+/// A chunk after a worker saw it: its id, and its sealed blob if it must be stored.
+struct Processed {
+    id: ChunkId,
+    blob: Option<(Codec, u32, Vec<u8>)>,
+}
+
+/// Stores data into the repository under a shared lock; finish with [`commit`](Writer::commit).
+#[derive(Debug)]
+pub struct Writer<'r> {
+    repo: &'r Repository,
+    shared: Arc<Shared>,
+    lock: LockGuard,
+    channels: usize,
+    jobs: Option<Sender<Job>>,
+    uploads: Option<Sender<PackBuilder>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Open packs not in use by a stream right now.
+    packs: Mutex<Vec<PackBuilder>>,
+    tree: Mutex<Tree>,
+}
+
+#[derive(Debug)]
+struct Tree {
+    cdc: CdcStream,
+    chunks: Vec<ChunkId>,
+    entries: u64,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Job({} bytes)", self.data.len())
+    }
+}
+
+impl<'r> Writer<'r> {
+    pub fn new(repo: &'r Repository, options: &WriterOptions) -> Result<Writer<'r>> {
+        if !(1..=255).contains(&options.channels) {
+            return Err(RepoError::Invalid(format!("{} channels: choose 1 to 255", options.channels)));
+        }
+        let lock = LockGuard::acquire(repo.storage.clone(), false)?;
+        repo.load_index()?;
+        let config = repo.config();
+        let compression = options.compression.unwrap_or(config.compression);
+        let shared = Arc::new(Shared {
+            storage: repo.storage.clone(),
+            crypto: repo.crypto.clone(),
+            index: repo.index.clone(),
+            chunker: config.chunker,
+            pack_size: config.pack_size as usize,
+            claimed: Default::default(),
+            unindexed: Mutex::new((Vec::new(), Instant::now())),
+            written: Default::default(),
+            failure: Default::default(),
+            failed: Default::default(),
+            counters: Default::default(),
+        });
+        let channels = options.channels;
+        let (jobs, job_rx) = bounded::<Job>(channels * 2);
+        let (uploads, upload_rx) = bounded::<PackBuilder>(channels);
+        let mut threads = Vec::new();
+        for _ in 0..channels {
+            let compressor = Compressor::new(compression).map_err(|e| RepoError::io("starting a compressor", e))?;
+            let (worker_shared, rx) = (shared.clone(), job_rx.clone());
+            threads.push(std::thread::spawn(move || work(&worker_shared, compressor, &rx)));
+            let (uploader_shared, rx) = (shared.clone(), upload_rx.clone());
+            threads.push(std::thread::spawn(move || upload(&uploader_shared, &rx)));
+        }
+        let tree = Tree { cdc: CdcStream::new(config.chunker), chunks: Vec::new(), entries: 0, bytes: 0 };
+        Ok(Writer {
+            repo,
+            shared,
+            lock,
+            channels,
+            jobs: Some(jobs),
+            uploads: Some(uploads),
+            threads,
+            packs: Default::default(),
+            tree: Mutex::new(tree),
+        })
+    }
+
+    /// Stores everything `source` yields and returns its chunk list. May be called from
+    /// several threads at once; each file's chunks stay together in packs.
+    pub fn store(&self, source: &mut dyn Read, kind: ChunkerKind) -> Result<(Vec<ChunkId>, u64)> {
+        let mut stream = self.stream();
+        let chunker = self.shared.chunker;
+        let read = chunk_reader(source, kind, &chunker, &mut |chunk| {
+            stream.push(chunk).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+        let chunks = stream.finish()?;
+        let read = read.map_err(|e| RepoError::io("reading data to store", e))?;
+        self.check_failure()?;
+        Ok((chunks, read))
+    }
+
+    /// Adds an entry to this writer's manifest, in call order.
+    pub fn add_entry(&self, entry: &FileEntry) -> Result<()> {
+        let mut tree = lock(&self.tree);
+        tree.entries += 1;
+        tree.bytes += entry.size;
+        let mut cut = Vec::new();
+        tree.cdc.push(&entry.to_line(), &mut |c| {
+            cut.push(c);
+            Ok(())
+        }).map_err(|e| RepoError::io("cutting the entry stream", e))?;
+        let ids = self.store_chunks(cut)?;
+        tree.chunks.extend(ids);
+        Ok(())
+    }
+
+    /// Stores everything still in flight, indexes it, and records the manifest.
+    pub fn commit(mut self, kind: &str, meta: serde_json::Value) -> Result<(Id, WriteStats)> {
+        let tree = std::mem::replace(
+            &mut *lock(&self.tree),
+            Tree { cdc: CdcStream::new(self.shared.chunker), chunks: Vec::new(), entries: 0, bytes: 0 },
+        );
+        let mut rest = Vec::new();
+        tree.cdc.finish(&mut |c| {
+            rest.push(c);
+            Ok(())
+        }).map_err(|e| RepoError::io("cutting the entry stream", e))?;
+        let mut tree_chunks = tree.chunks;
+        tree_chunks.extend(self.store_chunks(rest)?);
+        self.drain()?;
+        self.lock.ensure_held()?;
+        let manifest = Manifest {
+            kind: kind.to_string(),
+            created: chrono::Utc::now(),
+            host: crate::lock::hostname(),
+            meta,
+            tree: tree_chunks,
+            entries: tree.entries,
+            bytes: tree.bytes,
+        };
+        let id = self.repo.write_manifest(&manifest)?;
+        Ok((id, self.stats()))
+    }
+
+    /// Stores everything in flight and indexes it, without a manifest (the data is kept for
+    /// reuse until a prune).
+    pub fn flush(mut self) -> Result<WriteStats> {
+        self.drain()?;
+        Ok(self.stats())
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        let c = &self.shared.counters;
+        WriteStats {
+            chunks: c.chunks.load(Ordering::Relaxed),
+            new_chunks: c.new_chunks.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            new_bytes: c.new_bytes.load(Ordering::Relaxed),
+            stored_bytes: c.stored_bytes.load(Ordering::Relaxed),
+            packs: c.packs.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    fn store_chunks(&self, chunks: Vec<Vec<u8>>) -> Result<Vec<ChunkId>> {
+        let mut stream = self.stream();
+        for c in chunks {
+            stream.push(c)?;
+        }
+        stream.finish()
+    }
+
+    fn stream(&self) -> Stream<'_, 'r> {
+        let pack = lock(&self.packs).pop().unwrap_or_default();
+        Stream { writer: self, pack: Some(pack), waiting: VecDeque::new(), ids: Vec::new() }
+    }
+
+    fn check_failure(&self) -> Result<()> {
+        self.shared.check_failure()
+    }
+
+    /// Uploads every open pack, waits for all threads, writes the last index object.
+    fn drain(&mut self) -> Result<()> {
+        let open: Vec<PackBuilder> = lock(&self.packs).drain(..).collect();
+        if let Some(uploads) = &self.uploads {
+            for pack in open.into_iter().filter(|p| !p.is_empty()) {
+                let _ = uploads.send(pack);
+            }
+        }
+        self.jobs = None;
+        self.uploads = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.check_failure()?;
+        write_index(&self.shared, true)?;
+        let written: Vec<PackBlobs> = lock(&self.shared.written).drain(..).collect();
+        let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
+        for (pack, blobs) in &written {
+            index.add_pack(*pack, blobs);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Writer<'_> {
+    /// An abandoned writer still stores and indexes what it has, so that a re-run reuses it.
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            if let Err(e) = self.drain() {
+                tracing::warn!("could not save the work of an abandoned writer: {e}");
+            }
+        }
+    }
+}
+
+/// One ordered stream of chunks into one pack.
+struct Stream<'w, 'r> {
+    writer: &'w Writer<'r>,
+    pack: Option<PackBuilder>,
+    waiting: VecDeque<Receiver<Processed>>,
+    ids: Vec<ChunkId>,
+}
+
+impl Stream<'_, '_> {
+    fn push(&mut self, data: Vec<u8>) -> Result<()> {
+        let (reply, rx) = bounded(1);
+        let jobs = self.writer.jobs.as_ref().ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
+        jobs.send(Job { data, reply }).map_err(|_| self.closed())?;
+        self.waiting.push_back(rx);
+        // Keep enough chunks in flight to feed every worker; take results in order.
+        while self.waiting.len() > 2 * self.writer.channels + 2 {
+            self.take_one()?;
+        }
+        Ok(())
+    }
+
+    fn take_one(&mut self) -> Result<()> {
+        let Some(rx) = self.waiting.pop_front() else { return Ok(()) };
+        let done = rx.recv().map_err(|_| self.closed())?;
+        self.ids.push(done.id);
+        if let Some((codec, raw_len, sealed)) = done.blob {
+            let pack = self.pack.get_or_insert_with(PackBuilder::default);
+            pack.add(done.id, codec, raw_len, &sealed);
+            if pack.len() >= self.writer.shared.pack_size {
+                let full = std::mem::take(pack);
+                let uploads = self.writer.uploads.as_ref().ok_or_else(|| self.closed())?;
+                uploads.send(full).map_err(|_| self.closed())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<ChunkId>> {
+        while !self.waiting.is_empty() {
+            self.take_one()?;
+        }
+        Ok(std::mem::take(&mut self.ids))
+    }
+
+    fn closed(&self) -> RepoError {
+        match self.writer.shared.check_failure() {
+            Err(e) => e,
+            Ok(()) => RepoError::Invalid("the writer stopped".into()),
+        }
+    }
+}
+
+impl Drop for Stream<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(pack) = self.pack.take() {
+            lock(&self.writer.packs).push(pack);
+        }
+    }
+}
+
+fn work(shared: &Shared, mut compressor: Compressor, jobs: &Receiver<Job>) {
+    for job in jobs {
+        let id = shared.crypto.chunk_id(&job.data);
+        let len = job.data.len() as u64;
+        let c = &shared.counters;
+        c.chunks.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(len, Ordering::Relaxed);
+        let known = shared.index.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
+        let blob = if !known && lock(&shared.claimed).insert(id) {
+            c.new_chunks.fetch_add(1, Ordering::Relaxed);
+            c.new_bytes.fetch_add(len, Ordering::Relaxed);
+            let (codec, sealed) = match compressor.compress(&job.data) {
+                Some((codec, packed)) => (codec, shared.crypto.seal(&packed)),
+                None => (Codec::Raw, shared.crypto.seal(&job.data)),
+            };
+            Some((codec, len as u32, sealed))
+        } else {
+            None
+        };
+        let _ = job.reply.send(Processed { id, blob });
+    }
+}
+
+fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
+    for pack in packs {
+        let (id, bytes, blobs) = pack.finish(&shared.crypto);
+        let size = bytes.len() as u64;
+        if let Err(e) = put_immutable(shared.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes) {
+            fail(shared, e);
+            continue;
+        }
+        shared.counters.packs.fetch_add(1, Ordering::Relaxed);
+        shared.counters.stored_bytes.fetch_add(size, Ordering::Relaxed);
+        lock(&shared.written).push((id, blobs.clone()));
+        lock(&shared.unindexed).0.push((id, blobs));
+        if let Err(e) = write_index(shared, false) {
+            fail(shared, e);
+        }
+    }
+}
+
+/// Writes an index object for stored packs not yet indexed: always with `all`, otherwise
+/// only once enough packs or time have gathered.
+fn write_index(shared: &Shared, all: bool) -> Result<()> {
+    let packs = {
+        let mut unindexed = lock(&shared.unindexed);
+        let due = unindexed.0.len() >= INDEX_EVERY_PACKS || unindexed.1.elapsed() >= INDEX_EVERY;
+        if unindexed.0.is_empty() || !(all || due) {
+            return Ok(());
+        }
+        unindexed.1 = Instant::now();
+        std::mem::take(&mut unindexed.0)
+    };
+    store_index(shared.storage.as_ref(), &shared.crypto, &packs).map(drop)
+}
+
+fn fail(shared: &Shared, e: RepoError) {
+    tracing::error!("{e}");
+    lock(&shared.failure).get_or_insert(e);
+    shared.failed.store(true, Ordering::SeqCst);
+}
+
+impl Shared {
+    /// The background failure (the error itself the first time, a reminder after that).
+    fn check_failure(&self) -> Result<()> {
+        if !self.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(lock(&self.failure).take().unwrap_or_else(|| {
+            RepoError::Invalid("an earlier storage error stopped this writer; nothing was recorded".into())
+        }))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
