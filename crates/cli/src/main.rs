@@ -1,1 +1,27 @@
-fn main() {}
+//! The `cairn` binary: parses the command line, calls the library, renders the result.
+//! No business logic lives here.
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+mod password;
+mod size;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let format = cli.global.format;
+    if let Err(error) = commands::run(cli) {
+        let code = exit::code_of(&error);
+        output::error(format, &error, code);
+        std::process::exit(code.status);
+    }
+}

@@ -117,6 +117,11 @@ impl Repository {
         };
         let config = Config::parse(&bytes)?;
         if config.encryption == Encryption::None {
+            // A config downgraded to "none" must not make writers store plaintext.
+            if storage.list(layout::KEYS).next().is_some() {
+                let reason = "says encryption none, but the repository has keys: the config was altered";
+                return Err(RepoError::damaged("config", layout::CONFIG, reason));
+            }
             return Ok(Repository { storage, config, crypto: Crypto::none(), master: None, index: Default::default() });
         }
         let password = password.ok_or(RepoError::PasswordRequired { location: location.clone() })?;

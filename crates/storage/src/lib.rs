@@ -4,8 +4,41 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
+
+pub mod conformance;
+mod error_map;
+mod faulty;
+mod local_fs;
+mod location;
+mod opendal_backend;
+mod options;
+mod throttle;
+
+pub use faulty::{CallRecord, Fault, FaultRule, FaultyStorage, OpKind, Trigger};
+pub use location::Location;
+pub use opendal_backend::OpendalStorage;
+pub use options::StorageOptions;
+pub use throttle::Throttled;
+
+/// Opens the storage at `location`: a local directory (absolute or relative path, or
+/// `file:///path`) or `s3://bucket/prefix`, configured by `options` (S3 endpoint and
+/// credentials, retries, timeouts; a bandwidth limit wraps the result in [`Throttled`]).
+///
+/// Nothing is created or contacted: a missing local directory opens fine (it is created by
+/// the first `put`), and an unreachable S3 endpoint is reported by the first call. Any
+/// scheme other than `file` and `s3` is an [`ErrorKind::Config`] error. See
+/// [`OpendalStorage`] for the guarantees of each backend.
+pub fn open(location: &str, options: &StorageOptions) -> Result<Arc<dyn Storage>, StorageError> {
+    let location = Location::parse(location)?;
+    let storage: Arc<dyn Storage> = Arc::new(OpendalStorage::new(&location, options)?);
+    Ok(match options.bandwidth_limit {
+        Some(limit) => Arc::new(Throttled::new(storage, limit)),
+        None => storage,
+    })
+}
 
 /// How `put` treats an object that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,63 @@
+//! One module per command; each turns its arguments into library calls and renders the result.
+
+mod check;
+mod init;
+mod key;
+mod prune;
+mod unlock;
+
+use std::sync::Arc;
+
+use cairn_repo::Repository;
+use cairn_storage::{Storage, StorageOptions};
+
+use crate::cli::{Cli, Command, KeyCommand, RepoArgs};
+use crate::password;
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = cli.global.format;
+    match cli.command {
+        Command::Init(args) => init::run(format, &args),
+        Command::Check(args) => check::run(format, &args),
+        Command::Key(KeyCommand::Add(args)) => key::add(format, &args),
+        Command::Key(KeyCommand::List(args)) => key::list(format, &args),
+        Command::Key(KeyCommand::Remove(args)) => key::remove(format, &args),
+        Command::Prune(args) => prune::run(format, &args),
+        Command::Unlock(args) => unlock::run(format, &args),
+        Command::Version => {
+            let value = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "repository_format": cairn_repo::config::FORMAT_VERSION,
+            });
+            crate::output::print(format, &value, || {
+                format!("cairn {} (repository format {})", env!("CARGO_PKG_VERSION"), cairn_repo::config::FORMAT_VERSION)
+            });
+            Ok(())
+        }
+    }
+}
+
+/// The storage the repository arguments point at.
+pub fn storage(args: &RepoArgs) -> anyhow::Result<Arc<dyn Storage>> {
+    let mut options = StorageOptions {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        path_style: args.s3_path_style,
+        bandwidth_limit: args.limit_rate,
+        ..Default::default()
+    };
+    options.fill_from_env();
+    Ok(cairn_storage::open(&args.backup_path, &options)?)
+}
+
+/// Opens the repository, asking for its password only if it is encrypted.
+pub fn open(args: &RepoArgs) -> anyhow::Result<Repository> {
+    let storage = storage(args)?;
+    match Repository::open(storage.clone(), None) {
+        Err(cairn_repo::RepoError::PasswordRequired { .. }) => {
+            let password = password::existing(args.password_file.as_deref(), &storage.location())?;
+            Ok(Repository::open(storage, password.as_deref())?)
+        }
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,117 @@
+//! Shared set-up for the repository tests: repositories on a real local filesystem.
+#![allow(dead_code)]
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use cairn_repo::{
+    ChunkId, ChunkerKind, ChunkerParams, Compression, EntryKind, Encryption, FileEntry, Id, InitOptions,
+    KdfParams, Repository, WriteStats, Writer, WriterOptions,
+};
+use cairn_storage::{Storage, StorageOptions};
+
+pub const PASSWORD: &[u8] = b"correct horse";
+/// Cheap key derivation: tests open repositories many times.
+pub const FAST_KDF: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+
+pub fn fs_storage(dir: &std::path::Path) -> Arc<dyn Storage> {
+    cairn_storage::open(dir.to_str().expect("utf-8 path"), &StorageOptions::default()).expect("open storage")
+}
+
+/// Small chunks and packs so that tests exercise many of each.
+pub fn small_options(encryption: Encryption, compression: Compression) -> InitOptions {
+    InitOptions {
+        encryption,
+        password: (encryption != Encryption::None).then(|| PASSWORD.to_vec()),
+        compression,
+        chunker: ChunkerParams { fixed_size: 16 << 10, cdc_min: 4 << 10, cdc_avg: 16 << 10, cdc_max: 64 << 10 },
+        pack_size: 1 << 20,
+        kdf: FAST_KDF,
+    }
+}
+
+pub fn init(storage: Arc<dyn Storage>, encryption: Encryption) -> Repository {
+    Repository::init(storage, small_options(encryption, Compression::Zstd { level: 3 })).expect("init")
+}
+
+pub fn reopen(storage: Arc<dyn Storage>) -> Repository {
+    Repository::open(storage, Some(PASSWORD)).expect("open")
+}
+
+/// Data that looks like database pages: repeated structure, some noise.
+pub fn pagey(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let row = format!("row {:>10} name-{:08x} balance {:>12}|", x % 100_000, x as u32, (x >> 20) % 1_000_000);
+        out.extend_from_slice(row.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub struct StoredFile {
+    pub path: String,
+    pub data: Vec<u8>,
+}
+
+/// Stores `files` and records them in one manifest; returns the manifest id and stats.
+pub fn backup(repo: &Repository, files: &[StoredFile], channels: usize) -> (Id, WriteStats) {
+    let writer = Writer::new(repo, &WriterOptions { channels, compression: None }).expect("writer");
+    for (i, f) in files.iter().enumerate() {
+        let kind = if i % 2 == 0 { ChunkerKind::Fixed } else { ChunkerKind::ContentDefined };
+        let (chunks, size) = writer.store(&mut Cursor::new(&f.data), kind).expect("store");
+        writer.add_entry(&entry(&f.path, size, chunks)).expect("entry");
+    }
+    writer.commit("test", serde_json::json!({"files": files.len()})).expect("commit")
+}
+
+pub fn entry(path: &str, size: u64, chunks: Vec<ChunkId>) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        kind: EntryKind::File,
+        mode: 0o600,
+        size,
+        mtime_ns: 0,
+        chunks,
+        target: None,
+        meta: serde_json::Value::Null,
+    }
+}
+
+/// Every file of a manifest, restored.
+pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
+    repo.load_index().expect("index");
+    let m = repo.load_manifest(manifest).expect("manifest");
+    let mut out = Vec::new();
+    repo.for_each_entry(manifest, &m, &mut |e| {
+        let mut data = Vec::new();
+        repo.restore_file(&e.chunks, &mut data)?;
+        assert_eq!(data.len() as u64, e.size);
+        out.push(StoredFile { path: e.path, data });
+        Ok(())
+    })
+    .expect("entries");
+    out
+}
+
+pub fn count(storage: &dyn Storage, prefix: &str) -> usize {
+    storage.list(prefix).count()
+}
+
+pub fn sample_files(n: usize, seed: u64) -> Vec<StoredFile> {
+    (0..n)
+        .map(|i| StoredFile { path: format!("base/5/{}", 16384 + i), data: pagey(20_000 + i * 37_000, seed + i as u64) })
+        .collect()
+}
+
+pub fn assert_same(a: &[StoredFile], b: &[StoredFile]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.path, y.path);
+        assert!(x.data == y.data, "content of {} differs", x.path);
+    }
+}

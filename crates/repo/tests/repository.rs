@@ -1,0 +1,143 @@
+//! The repository end to end on a real filesystem: round trips, dedup, keys, errors.
+
+mod common;
+
+use cairn_repo::{Compression, Encryption, RepoError, Repository};
+use common::*;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+    #[test]
+    fn what_is_stored_comes_back_unchanged(
+        sizes in proptest::collection::vec(0usize..200_000, 1..6),
+        seed in any::<u64>(),
+        which in 0..3usize,
+        channels in 1..4usize,
+    ) {
+        let (encryption, compression) = [
+            (Encryption::Aes256Gcm, Compression::Zstd { level: 1 }),
+            (Encryption::ChaCha20Poly1305, Compression::Lz4),
+            (Encryption::None, Compression::None),
+        ][which];
+        let dir = tempfile::tempdir().unwrap();
+        let storage = fs_storage(dir.path());
+        let repo = Repository::init(storage.clone(), small_options(encryption, compression)).unwrap();
+        let files: Vec<StoredFile> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| StoredFile { path: format!("f{i}"), data: if i % 3 == 2 { vec![0; n] } else { pagey(n, seed + i as u64) } })
+            .collect();
+        let (id, _) = backup(&repo, &files, channels);
+        let fresh = reopen(storage);
+        assert_same(&restore(&fresh, &id), &files);
+    }
+}
+
+#[test]
+fn a_second_store_of_the_same_data_adds_no_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = init(storage.clone(), Encryption::Aes256Gcm);
+    let files = sample_files(6, 1);
+    let (_, first) = backup(&repo, &files, 2);
+    let packs = count(storage.as_ref(), "data/");
+    assert!(first.new_chunks > 0 && packs > 0);
+
+    let repo = reopen(storage.clone());
+    let (second_id, second) = backup(&repo, &files, 2);
+    assert_eq!(second.new_chunks, 0, "everything was already stored");
+    assert_eq!(count(storage.as_ref(), "data/"), packs);
+    assert_eq!(second.bytes, first.bytes);
+    assert_same(&restore(&repo, &second_id), &files);
+}
+
+#[test]
+fn small_changes_store_only_changed_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = init(storage.clone(), Encryption::Aes256Gcm);
+    let mut files = sample_files(4, 2);
+    let (_, first) = backup(&repo, &files, 1);
+    files[0].data[100] ^= 0xff; // one page of a fixed-chunked file
+    files[1].data.splice(5000..5000, *b"inserted"); // an insertion into a content-chunked file
+    let (id, second) = backup(&repo, &files, 1);
+    assert!(second.new_bytes * 5 < first.new_bytes, "{second:?} vs {first:?}");
+    assert_same(&restore(&repo, &id), &files);
+}
+
+#[test]
+fn init_refuses_an_existing_repository_and_open_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    assert!(matches!(Repository::open(storage.clone(), None), Err(RepoError::NotInitialised { .. })));
+    init(storage.clone(), Encryption::Aes256Gcm);
+    let before = count(storage.as_ref(), "");
+    let again = Repository::init(storage.clone(), small_options(Encryption::None, Compression::None));
+    assert!(matches!(again, Err(RepoError::AlreadyExists { .. })));
+    assert_eq!(count(storage.as_ref(), ""), before, "a failed init writes nothing");
+}
+
+#[test]
+fn passwords_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    init(storage.clone(), Encryption::ChaCha20Poly1305);
+    assert!(matches!(Repository::open(storage.clone(), None), Err(RepoError::PasswordRequired { .. })));
+    assert!(matches!(Repository::open(storage.clone(), Some(b"wrong")), Err(RepoError::WrongPassword { keys: 1, .. })));
+
+    let repo = reopen(storage.clone());
+    let first = repo.list_keys().unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].current);
+    let err = repo.remove_key(&first[0].id.to_hex()).unwrap_err();
+    assert!(err.to_string().contains("last key"), "{err}");
+
+    let second = repo.add_key(b"another", FAST_KDF).unwrap();
+    let by_second = Repository::open(storage.clone(), Some(b"another")).unwrap();
+    assert_eq!(by_second.config().id, repo.config().id);
+    // The key in use cannot be removed; the other one can.
+    assert!(by_second.remove_key(&second.short()).is_err());
+    by_second.remove_key(&first[0].id.short()).unwrap();
+    assert!(matches!(Repository::open(storage.clone(), Some(PASSWORD)), Err(RepoError::WrongPassword { .. })));
+    assert_eq!(Repository::open(storage, Some(b"another")).unwrap().list_keys().unwrap().len(), 1);
+}
+
+#[test]
+fn an_unencrypted_repository_says_so_and_has_no_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = init(storage.clone(), Encryption::None);
+    assert_eq!(repo.config().encryption, Encryption::None);
+    assert!(repo.add_key(b"x", FAST_KDF).is_err());
+    let config = std::fs::read_to_string(dir.path().join("config")).unwrap();
+    assert!(config.contains("\"encryption\": \"none\""), "{config}");
+    Repository::open(storage, None).unwrap();
+}
+
+#[test]
+fn encrypted_objects_do_not_leak_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = Repository::init(storage, small_options(Encryption::Aes256Gcm, Compression::None)).unwrap();
+    let secret = b"TOP-SECRET-PAYROLL-ROW ".repeat(2000);
+    backup(&repo, &[StoredFile { path: "secret-file-name".into(), data: secret }], 1);
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("TOP-SECRET") && !text.contains("secret-file-name"), "{} leaks", entry.display());
+    }
+}
+
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
