@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about = "Backup and point-in-time recovery for PostgreSQL-family databases")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Backup and point-in-time recovery for PostgreSQL-family databases"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -30,7 +34,12 @@ pub struct Global {
 #[derive(Debug, Args)]
 pub struct RepoArgs {
     /// Repository: a local path or s3://bucket/prefix.
-    #[arg(short = 'B', long = "backup-path", env = "BACKUP_PATH", value_name = "PATH|URL")]
+    #[arg(
+        short = 'B',
+        long = "backup-path",
+        env = "BACKUP_PATH",
+        value_name = "PATH|URL"
+    )]
     pub backup_path: String,
     /// File holding the repository password (first line).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", value_name = "FILE")]

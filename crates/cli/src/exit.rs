@@ -9,7 +9,6 @@ pub struct ExitCode {
     pub code: &'static str,
 }
 
-
 pub fn code_of(error: &anyhow::Error) -> ExitCode {
     let code = if let Some(e) = error.downcast_ref::<RepoError>() {
         e.code()
@@ -20,7 +19,10 @@ pub fn code_of(error: &anyhow::Error) -> ExitCode {
     } else {
         "internal"
     };
-    ExitCode { status: status_of(code), code }
+    ExitCode {
+        status: status_of(code),
+        code,
+    }
 }
 
 /// The exit status for an error code.
@@ -30,7 +32,11 @@ pub fn status_of(code: &str) -> i32 {
         "repo-not-found" | "repo-exists" => 3,
         "password-required" | "wrong-password" => 4,
         "locked" => 5,
-        "storage-unreachable" | "storage-denied" | "storage-config" | "storage" | "object-exists" => 6,
+        "storage-unreachable"
+        | "storage-denied"
+        | "storage-config"
+        | "storage"
+        | "object-exists" => 6,
         "damaged" | "object-not-found" => 7,
         _ => 1,
     }
@@ -52,9 +58,17 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    UsageError { code: "invalid-argument", message: message.into() }.into()
+    UsageError {
+        code: "invalid-argument",
+        message: message.into(),
+    }
+    .into()
 }
 
 pub fn damaged(message: impl Into<String>) -> anyhow::Error {
-    UsageError { code: "damaged", message: message.into() }.into()
+    UsageError {
+        code: "damaged",
+        message: message.into(),
+    }
+    .into()
 }

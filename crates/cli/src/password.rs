@@ -18,7 +18,8 @@ pub fn existing(file: Option<&Path>, location: &str) -> anyhow::Result<Option<Ve
     if !stdin_is_terminal() {
         return Ok(None);
     }
-    let p = rpassword::prompt_password(format!("password for {location}: ")).context("reading the password")?;
+    let p = rpassword::prompt_password(format!("password for {location}: "))
+        .context("reading the password")?;
     Ok(Some(p.into_bytes()))
 }
 
@@ -29,7 +30,8 @@ pub fn new(file: Option<&Path>, allow_env: bool, what: &str) -> anyhow::Result<V
     } else if let (true, Ok(p)) = (allow_env, std::env::var("CAIRN_PASSWORD")) {
         p.into_bytes()
     } else if stdin_is_terminal() {
-        let first = rpassword::prompt_password(format!("new password for {what}: ")).context("reading the password")?;
+        let first = rpassword::prompt_password(format!("new password for {what}: "))
+            .context("reading the password")?;
         let again = rpassword::prompt_password("again: ").context("reading the password")?;
         if first != again {
             return Err(usage("the two passwords differ; nothing was changed"));

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cairn_repo::{
-    ChunkerKind, ChunkerParams, EntryKind, Encryption, FileEntry, InitOptions, Repository, Writer, WriterOptions,
+    ChunkerKind, ChunkerParams, Encryption, EntryKind, FileEntry, InitOptions, Repository, Writer,
+    WriterOptions,
 };
 
 const PASSWORD: &[u8] = b"benchmark";
@@ -19,7 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: throughput store REPO DATA_DIR CHANNELS [CHUNK_SIZE] | restore REPO OUT_DIR CHANNELS";
     let (mode, repo_dir, dir, channels) = match args.as_slice() {
-        [_, mode, repo, dir, channels, ..] => (mode.as_str(), repo, PathBuf::from(dir), channels.parse::<usize>()?),
+        [_, mode, repo, dir, channels, ..] => (
+            mode.as_str(),
+            repo,
+            PathBuf::from(dir),
+            channels.parse::<usize>()?,
+        ),
         _ => return Err(usage.into()),
     };
     let storage = cairn_storage::open(repo_dir, &Default::default())?;
@@ -30,7 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(size) = args.get(5) {
                 chunker.fixed_size = size.parse()?;
             }
-            let options = InitOptions { password: Some(PASSWORD.to_vec()), chunker, encryption: Encryption::Aes256Gcm, ..Default::default() };
+            let options = InitOptions {
+                password: Some(PASSWORD.to_vec()),
+                chunker,
+                encryption: Encryption::Aes256Gcm,
+                ..Default::default()
+            };
             let repo = Repository::init(storage, options)?;
             store(&repo, &dir, channels)?
         }
@@ -60,33 +71,66 @@ fn files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Stores every file, `channels` files at a time, as the engine will.
-fn store(repo: &Repository, root: &Path, channels: usize) -> Result<u64, Box<dyn std::error::Error>> {
-    let writer = Writer::new(repo, &WriterOptions { channels, compression: None })?;
+fn store(
+    repo: &Repository,
+    root: &Path,
+    channels: usize,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let writer = Writer::new(
+        repo,
+        &WriterOptions {
+            channels,
+            ..Default::default()
+        },
+    )?;
     let paths = files(root)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| -> Result<(), String> {
         let handles: Vec<_> = (0..channels)
             .map(|_| {
                 s.spawn(|| -> Result<(), String> {
-                    while let Some(path) = paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                    while let Some(path) =
+                        paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
                         let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-                        let (chunks, size) = writer.store(&mut file, ChunkerKind::Fixed).map_err(|e| e.to_string())?;
-                        let rel = path.strip_prefix(root).map_err(|e| e.to_string())?.to_string_lossy().into_owned();
-                        let entry = FileEntry { path: rel, kind: EntryKind::File, mode: 0o600, size, mtime_ns: 0, chunks, target: None, meta: serde_json::Value::Null };
+                        let (chunks, size) = writer
+                            .store(&mut file, ChunkerKind::Fixed)
+                            .map_err(|e| e.to_string())?;
+                        let rel = path
+                            .strip_prefix(root)
+                            .map_err(|e| e.to_string())?
+                            .to_string_lossy()
+                            .into_owned();
+                        let entry = FileEntry {
+                            path: rel,
+                            kind: EntryKind::File,
+                            mode: 0o600,
+                            size,
+                            mtime_ns: 0,
+                            chunks,
+                            target: None,
+                            meta: serde_json::Value::Null,
+                        };
                         writer.add_entry(&entry).map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
     })?;
     let (_, stats) = writer.commit("bench", serde_json::Value::Null)?;
     eprintln!("{}", serde_json::to_string(&stats)?);
     Ok(stats.bytes)
 }
 
-fn restore(repo: &Repository, out: &Path, channels: usize) -> Result<u64, Box<dyn std::error::Error>> {
+fn restore(
+    repo: &Repository,
+    out: &Path,
+    channels: usize,
+) -> Result<u64, Box<dyn std::error::Error>> {
     repo.load_index()?;
     let id = *repo.list_manifests()?.last().ok_or("no manifest")?;
     let manifest = repo.load_manifest(&id)?;
@@ -101,13 +145,18 @@ fn restore(repo: &Repository, out: &Path, channels: usize) -> Result<u64, Box<dy
     std::thread::scope(|s| {
         for _ in 0..channels {
             s.spawn(|| -> Result<(), String> {
-                while let Some(e) = entries.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                while let Some(e) =
+                    entries.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
                     let path = out.join(&e.path);
                     if let Some(parent) = path.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                     }
-                    let mut file = BufWriter::new(std::fs::File::create(&path).map_err(|e| e.to_string())?);
-                    let n = repo.restore_file(&e.chunks, &mut file).map_err(|e| e.to_string())?;
+                    let mut file =
+                        BufWriter::new(std::fs::File::create(&path).map_err(|e| e.to_string())?);
+                    let n = repo
+                        .restore_file(&e.chunks, &mut file)
+                        .map_err(|e| e.to_string())?;
                     total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(())

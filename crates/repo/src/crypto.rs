@@ -56,7 +56,10 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn random() -> MasterKey {
-        MasterKey { data_key: rand::random(), id_key: rand::random() }
+        MasterKey {
+            data_key: rand::random(),
+            id_key: rand::random(),
+        }
     }
 }
 
@@ -86,16 +89,25 @@ pub struct OpenError;
 
 impl Crypto {
     pub fn none() -> Crypto {
-        Crypto { aead: None, id_key: None }
+        Crypto {
+            aead: None,
+            id_key: None,
+        }
     }
 
     pub fn new(encryption: Encryption, key: &MasterKey) -> Crypto {
-        Crypto { aead: aead(encryption, &key.data_key), id_key: Some(key.id_key) }
+        Crypto {
+            aead: aead(encryption, &key.data_key),
+            id_key: Some(key.id_key),
+        }
     }
 
     /// A cipher keyed directly (used to wrap the master key with the passphrase-derived key).
     pub fn wrapping(encryption: Encryption, kek: &[u8; 32]) -> Crypto {
-        Crypto { aead: aead(encryption, kek), id_key: None }
+        Crypto {
+            aead: aead(encryption, kek),
+            id_key: None,
+        }
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -111,7 +123,9 @@ impl Crypto {
 
     /// `nonce ‖ ciphertext ‖ tag` with a fresh random nonce; the plaintext itself when not encrypted.
     pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
-        let Some(aead) = &self.aead else { return plain.to_vec() };
+        let Some(aead) = &self.aead else {
+            return plain.to_vec();
+        };
         let nonce: [u8; NONCE_LEN] = rand::random();
         let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
@@ -119,8 +133,12 @@ impl Crypto {
         let body = &mut out[NONCE_LEN..];
         // Encryption of an in-memory buffer below 64 GiB cannot fail.
         let tag = match aead {
-            Aead::Aes(c) => c.encrypt_in_place_detached((&nonce).into(), b"", body).map(|t| t.to_vec()),
-            Aead::ChaCha(c) => c.encrypt_in_place_detached((&nonce).into(), b"", body).map(|t| t.to_vec()),
+            Aead::Aes(c) => c
+                .encrypt_in_place_detached((&nonce).into(), b"", body)
+                .map(|t| t.to_vec()),
+            Aead::ChaCha(c) => c
+                .encrypt_in_place_detached((&nonce).into(), b"", body)
+                .map(|t| t.to_vec()),
         }
         .unwrap_or_default();
         out.extend_from_slice(&tag);
@@ -129,7 +147,9 @@ impl Crypto {
 
     /// Reverses [`seal`](Self::seal), failing if a single bit was changed.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let Some(aead) = &self.aead else { return Ok(sealed.to_vec()) };
+        let Some(aead) = &self.aead else {
+            return Ok(sealed.to_vec());
+        };
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(OpenError);
         }
@@ -140,7 +160,9 @@ impl Crypto {
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError)?;
         match aead {
             Aead::Aes(c) => c.decrypt_in_place_detached(nonce.into(), b"", &mut plain, tag.into()),
-            Aead::ChaCha(c) => c.decrypt_in_place_detached(nonce.into(), b"", &mut plain, tag.into()),
+            Aead::ChaCha(c) => {
+                c.decrypt_in_place_detached(nonce.into(), b"", &mut plain, tag.into())
+            }
         }
         .map_err(|_| OpenError)?;
         Ok(plain)
@@ -177,14 +199,23 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes: about a quarter of a second here, costly for a guesser.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
 /// The key-encryption key: Argon2id(passphrase, salt) -> 32 bytes.
 pub fn derive_kek(password: &[u8], salt: &[u8], params: KdfParams) -> Result<[u8; 32], String> {
-    let p = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
-        .map_err(|e| format!("invalid key derivation parameters: {e}"))?;
+    let p = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )
+    .map_err(|e| format!("invalid key derivation parameters: {e}"))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
     let mut out = [0u8; 32];
     argon
@@ -200,7 +231,10 @@ mod tests {
 
     fn both() -> [Crypto; 2] {
         let key = MasterKey::random();
-        [Crypto::new(Encryption::Aes256Gcm, &key), Crypto::new(Encryption::ChaCha20Poly1305, &key)]
+        [
+            Crypto::new(Encryption::Aes256Gcm, &key),
+            Crypto::new(Encryption::ChaCha20Poly1305, &key),
+        ]
     }
 
     proptest! {
@@ -231,13 +265,20 @@ mod tests {
         assert_ne!(c.seal(b"same"), c.seal(b"same"));
         let other = Crypto::new(Encryption::Aes256Gcm, &MasterKey::random());
         assert_ne!(c.chunk_id(b"same"), other.chunk_id(b"same"));
-        assert_eq!(Crypto::none().chunk_id(b"x").0, *blake3::hash(b"x").as_bytes());
+        assert_eq!(
+            Crypto::none().chunk_id(b"x").0,
+            *blake3::hash(b"x").as_bytes()
+        );
         assert_eq!(Crypto::none().seal(b"x"), b"x");
     }
 
     #[test]
     fn kdf_is_deterministic_per_salt() {
-        let p = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let p = KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
         let a = derive_kek(b"pw", b"saltsaltsaltsalt", p).unwrap();
         assert_eq!(a, derive_kek(b"pw", b"saltsaltsaltsalt", p).unwrap());
         assert_ne!(a, derive_kek(b"pw", b"saltsaltsaltsal2", p).unwrap());

@@ -33,7 +33,8 @@ pub fn encode(packs: &[PackBlobs]) -> Vec<u8> {
 }
 
 pub fn decode(index_id: &Id, body: &[u8]) -> Result<Vec<PackBlobs>> {
-    let damaged = |reason: &str| RepoError::damaged("index", layout::path(Kind::Index, index_id), reason);
+    let damaged =
+        |reason: &str| RepoError::damaged("index", layout::path(Kind::Index, index_id), reason);
     let mut packs = Vec::new();
     let mut rest = body;
     let take_id = |b: &[u8]| {
@@ -117,7 +118,13 @@ impl Index {
         let s = self.chunks.get(id)?;
         Some(Location {
             pack: self.packs[s.pack as usize],
-            blob: BlobEntry { id: *id, codec: s.codec, offset: s.offset, stored_len: s.stored_len, raw_len: s.raw_len },
+            blob: BlobEntry {
+                id: *id,
+                codec: s.codec,
+                offset: s.offset,
+                stored_len: s.stored_len,
+                raw_len: s.raw_len,
+            },
         })
     }
 
@@ -140,7 +147,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry(seed: u8, offset: u32) -> BlobEntry {
-        BlobEntry { id: Id([seed; 32]), codec: Codec::Zstd, offset, stored_len: 100 + seed as u32, raw_len: 9000 }
+        BlobEntry {
+            id: Id([seed; 32]),
+            codec: Codec::Zstd,
+            offset,
+            stored_len: 100 + seed as u32,
+            raw_len: 9000,
+        }
     }
 
     proptest! {
@@ -164,7 +177,11 @@ mod tests {
         index.add_pack(Id([1; 32]), &[entry(5, 0), entry(6, 105)]);
         index.add_pack(Id([2; 32]), &[entry(5, 0)]);
         assert_eq!(index.get(&Id([6; 32])).unwrap().pack, Id([1; 32]));
-        assert_eq!(index.get(&Id([5; 32])).unwrap().pack, Id([1; 32]), "first location wins");
+        assert_eq!(
+            index.get(&Id([5; 32])).unwrap().pack,
+            Id([1; 32]),
+            "first location wins"
+        );
         assert_eq!((index.chunk_count(), index.pack_count()), (2, 2));
         assert!(!index.contains(&Id([9; 32])));
     }

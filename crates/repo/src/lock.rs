@@ -32,7 +32,14 @@ pub struct LockInfo {
 impl LockInfo {
     fn new(exclusive: bool) -> LockInfo {
         let now = Utc::now();
-        LockInfo { exclusive, host: hostname(), pid: std::process::id(), user: username(), created: now, refreshed: now }
+        LockInfo {
+            exclusive,
+            host: hostname(),
+            pid: std::process::id(),
+            user: username(),
+            created: now,
+            refreshed: now,
+        }
     }
 
     /// Whether the holder is certainly or very probably gone.
@@ -45,8 +52,18 @@ impl LockInfo {
     }
 
     pub fn describe(&self) -> String {
-        let kind = if self.exclusive { "exclusive" } else { "shared" };
-        format!("{kind} lock of pid {} on {} (user {}) since {}", self.pid, self.host, self.user, self.created.format("%Y-%m-%d %H:%M:%S UTC"))
+        let kind = if self.exclusive {
+            "exclusive"
+        } else {
+            "shared"
+        };
+        format!(
+            "{kind} lock of pid {} on {} (user {}) since {}",
+            self.pid,
+            self.host,
+            self.user,
+            self.created.format("%Y-%m-%d %H:%M:%S UTC")
+        )
     }
 }
 
@@ -67,7 +84,11 @@ impl LockGuard {
         let id = Id::random();
         let path = layout::path(Kind::Lock, &id);
         let info = LockInfo::new(exclusive);
-        storage.put(&path, Bytes::from(serde_json::to_vec(&info).unwrap_or_default()), PutMode::Overwrite)?;
+        storage.put(
+            &path,
+            Bytes::from(serde_json::to_vec(&info).unwrap_or_default()),
+            PutMode::Overwrite,
+        )?;
         // Someone may have locked between our look and our write: look again, and back off.
         if let Err(e) = check_conflicts(storage.as_ref(), exclusive, Some(&id)) {
             let _ = storage.delete(&path);
@@ -79,7 +100,9 @@ impl LockGuard {
             let (storage, path, lost) = (storage.clone(), path.clone(), lost.clone());
             std::thread::spawn(move || {
                 let mut info = info;
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY) {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(REFRESH_EVERY)
+                {
                     // A lock removed by someone else (judged stale) is lost: the holder must stop.
                     if storage.stat(&path).is_err() {
                         lost.store(true, Ordering::SeqCst);
@@ -93,7 +116,13 @@ impl LockGuard {
                 }
             })
         };
-        Ok(LockGuard { storage, path, lost, stop: Some(stop), refresher: Some(refresher) })
+        Ok(LockGuard {
+            storage,
+            path,
+            lost,
+            stop: Some(stop),
+            refresher: Some(refresher),
+        })
     }
 
     /// Fails if the lock was removed by another process while held.
@@ -125,7 +154,9 @@ pub fn list_locks(storage: &dyn Storage) -> Result<Vec<(Id, LockInfo)>> {
     let mut out = Vec::new();
     for meta in storage.list(layout::LOCKS) {
         let meta = meta?;
-        let Some(id) = layout::id_of(Kind::Lock, &meta.path) else { continue };
+        let Some(id) = layout::id_of(Kind::Lock, &meta.path) else {
+            continue;
+        };
         match storage.get(&meta.path) {
             Ok(bytes) => {
                 let info = serde_json::from_slice(&bytes)
@@ -149,7 +180,9 @@ fn check_conflicts(storage: &dyn Storage, exclusive: bool, own: Option<&Id>) -> 
             storage.delete(&layout::path(Kind::Lock, &id))?;
             continue;
         }
-        return Err(RepoError::Locked { holder: info.describe() });
+        return Err(RepoError::Locked {
+            holder: info.describe(),
+        });
     }
     Ok(())
 }
@@ -176,10 +209,13 @@ pub fn hostname() -> String {
 }
 
 pub fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn process_alive(pid: u32) -> bool {
     // Where /proc is missing we cannot tell, so we assume the holder lives.
-    !std::path::Path::new("/proc/self").exists() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+    !std::path::Path::new("/proc/self").exists()
+        || std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

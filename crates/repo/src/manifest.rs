@@ -69,7 +69,9 @@ pub struct EntryParser {
 impl EntryParser {
     pub fn push(&mut self, manifest: &Id, chunk: &[u8], out: &mut Vec<FileEntry>) -> Result<()> {
         self.partial.extend_from_slice(chunk);
-        let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') else { return Ok(()) };
+        let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
         for line in self.partial[..last_newline].split(|&b| b == b'\n') {
             out.push(parse_line(manifest, line)?);
         }
@@ -81,7 +83,10 @@ impl EntryParser {
         if self.partial.is_empty() {
             Ok(())
         } else {
-            Err(damaged(manifest, "entry stream ends in the middle of an entry"))
+            Err(damaged(
+                manifest,
+                "entry stream ends in the middle of an entry",
+            ))
         }
     }
 }

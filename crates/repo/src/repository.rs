@@ -85,17 +85,28 @@ impl Repository {
         let (crypto, master) = match (options.encryption, &options.password) {
             (Encryption::None, None) => (Crypto::none(), None),
             (Encryption::None, Some(_)) => {
-                return Err(RepoError::Invalid("a password was given for a repository without encryption".into()))
+                return Err(RepoError::Invalid(
+                    "a password was given for a repository without encryption".into(),
+                ))
             }
             (_, None) => return Err(RepoError::PasswordRequired { location }),
             (encryption, Some(password)) => {
                 let master = MasterKey::random();
-                let (key_id, bytes) = KeyFile::create(config.id, encryption, &master, password, options.kdf)?;
-                storage.put(&layout::path(Kind::Key, &key_id), Bytes::from(bytes), PutMode::Create)?;
+                let (key_id, bytes) =
+                    KeyFile::create(config.id, encryption, &master, password, options.kdf)?;
+                storage.put(
+                    &layout::path(Kind::Key, &key_id),
+                    Bytes::from(bytes),
+                    PutMode::Create,
+                )?;
                 (Crypto::new(encryption, &master), Some((key_id, master)))
             }
         };
-        if let Err(e) = storage.put(layout::CONFIG, Bytes::from(config.to_bytes()), PutMode::Create) {
+        if let Err(e) = storage.put(
+            layout::CONFIG,
+            Bytes::from(config.to_bytes()),
+            PutMode::Create,
+        ) {
             if let Some((key_id, _)) = &master {
                 let _ = storage.delete(&layout::path(Kind::Key, key_id));
             }
@@ -104,7 +115,13 @@ impl Repository {
                 _ => e.into(),
             });
         }
-        Ok(Repository { storage, config, crypto, master, index: Default::default() })
+        Ok(Repository {
+            storage,
+            config,
+            crypto,
+            master,
+            index: Default::default(),
+        })
     }
 
     /// Opens a repository; `password` is needed when it is encrypted.
@@ -119,12 +136,21 @@ impl Repository {
         if config.encryption == Encryption::None {
             // A config downgraded to "none" must not make writers store plaintext.
             if storage.list(layout::KEYS).next().is_some() {
-                let reason = "says encryption none, but the repository has keys: the config was altered";
+                let reason =
+                    "says encryption none, but the repository has keys: the config was altered";
                 return Err(RepoError::damaged("config", layout::CONFIG, reason));
             }
-            return Ok(Repository { storage, config, crypto: Crypto::none(), master: None, index: Default::default() });
+            return Ok(Repository {
+                storage,
+                config,
+                crypto: Crypto::none(),
+                master: None,
+                index: Default::default(),
+            });
         }
-        let password = password.ok_or(RepoError::PasswordRequired { location: location.clone() })?;
+        let password = password.ok_or(RepoError::PasswordRequired {
+            location: location.clone(),
+        })?;
         let keys = list_ids(storage.as_ref(), Kind::Key)?;
         let mut damaged = None;
         for key_id in &keys {
@@ -137,7 +163,13 @@ impl Repository {
                 Ok(Some(master)) => {
                     let crypto = Crypto::new(config.encryption, &master);
                     let master = Some((*key_id, master));
-                    return Ok(Repository { storage, config, crypto, master, index: Default::default() });
+                    return Ok(Repository {
+                        storage,
+                        config,
+                        crypto,
+                        master,
+                        index: Default::default(),
+                    });
                 }
                 Ok(None) => {}
                 Err(e) => damaged = Some(e),
@@ -146,7 +178,10 @@ impl Repository {
         // A damaged key that might have been the right one matters more than "wrong password".
         match damaged {
             Some(e) if keys.len() == 1 => Err(e),
-            _ => Err(RepoError::WrongPassword { location, keys: keys.len() }),
+            _ => Err(RepoError::WrongPassword {
+                location,
+                keys: keys.len(),
+            }),
         }
     }
 
@@ -167,7 +202,13 @@ impl Repository {
         for id in list_ids(self.storage.as_ref(), Kind::Key)? {
             let file = KeyFile::parse(&id, &self.storage.get(&layout::path(Kind::Key, &id))?)?;
             let current = self.master.as_ref().is_some_and(|(k, _)| *k == id);
-            out.push(KeyInfo { id, created: file.created, host: file.host, user: file.user, current });
+            out.push(KeyInfo {
+                id,
+                created: file.created,
+                host: file.host,
+                user: file.user,
+                current,
+            });
         }
         out.sort_by_key(|k| k.created);
         Ok(out)
@@ -178,8 +219,18 @@ impl Repository {
         let (_, master) = self.master.as_ref().ok_or_else(|| {
             RepoError::Invalid("the repository is not encrypted, so it has no keys".into())
         })?;
-        let (id, bytes) = KeyFile::create(self.config.id, self.config.encryption, master, password, kdf)?;
-        self.storage.put(&layout::path(Kind::Key, &id), Bytes::from(bytes), PutMode::Create)?;
+        let (id, bytes) = KeyFile::create(
+            self.config.id,
+            self.config.encryption,
+            master,
+            password,
+            kdf,
+        )?;
+        self.storage.put(
+            &layout::path(Kind::Key, &id),
+            Bytes::from(bytes),
+            PutMode::Create,
+        )?;
         Ok(id)
     }
 
@@ -188,7 +239,10 @@ impl Repository {
         let keys = list_ids(self.storage.as_ref(), Kind::Key)?;
         let id = resolve_prefix(&keys, prefix, "key")?;
         if keys.len() == 1 {
-            return Err(RepoError::Invalid("refusing to remove the last key: the repository could never be opened again".into()));
+            return Err(RepoError::Invalid(
+                "refusing to remove the last key: the repository could never be opened again"
+                    .into(),
+            ));
         }
         if self.master.as_ref().is_some_and(|(k, _)| *k == id) {
             return Err(RepoError::Invalid(format!(
@@ -240,20 +294,30 @@ impl Repository {
     pub fn load_manifest(&self, id: &Id) -> Result<Manifest> {
         let stored = self.storage.get(&layout::path(Kind::Manifest, id))?;
         let (_, body) = object::decode(&self.crypto, Kind::Manifest, id, &stored)?;
-        serde_json::from_slice(&body)
-            .map_err(|e| RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string()))
+        serde_json::from_slice(&body).map_err(|e| {
+            RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string())
+        })
     }
 
     pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<Id> {
         let body = serde_json::to_vec(manifest).unwrap_or_default();
         let (id, stored) = object::encode(&self.crypto, Kind::Manifest, MANIFEST_VERSION, &body)?;
-        self.storage.put(&layout::path(Kind::Manifest, &id), Bytes::from(stored), PutMode::Create)?;
+        self.storage.put(
+            &layout::path(Kind::Manifest, &id),
+            Bytes::from(stored),
+            PutMode::Create,
+        )?;
         Ok(id)
     }
 
     /// Calls `each` with every entry of a manifest, in order, reading its entry stream chunk
     /// by chunk (a manifest of millions of files never sits whole in memory).
-    pub fn for_each_entry(&self, id: &Id, manifest: &Manifest, each: &mut dyn FnMut(FileEntry) -> Result<()>) -> Result<()> {
+    pub fn for_each_entry(
+        &self,
+        id: &Id,
+        manifest: &Manifest,
+        each: &mut dyn FnMut(FileEntry) -> Result<()>,
+    ) -> Result<()> {
         let mut parser = EntryParser::default();
         let mut batch = Vec::new();
         for chunk in &manifest.tree {
@@ -266,7 +330,11 @@ impl Repository {
     /// Where a chunk is, from the loaded index.
     pub fn locate(&self, chunk: &ChunkId) -> Result<Location> {
         self.index().get(chunk).ok_or_else(|| {
-            RepoError::damaged("chunk", chunk.to_hex(), "not in the index (the repository is missing data: run 'cairn check')")
+            RepoError::damaged(
+                "chunk",
+                chunk.to_hex(),
+                "not in the index (the repository is missing data: run 'cairn check')",
+            )
         })
     }
 
@@ -274,15 +342,22 @@ impl Repository {
         let loc = self.locate(chunk)?;
         let b = &loc.blob;
         let path = layout::path(Kind::Pack, &loc.pack);
-        let stored = self.storage.get_range(&path, b.offset as u64..(b.offset + b.stored_len) as u64)?;
-        pack::open_blob(&self.crypto, b, &stored).map_err(|reason| RepoError::damaged("blob", format!("{path} chunk {}", chunk.short()), reason))
+        let stored = self
+            .storage
+            .get_range(&path, b.offset as u64..(b.offset + b.stored_len) as u64)?;
+        pack::open_blob(&self.crypto, b, &stored).map_err(|reason| {
+            RepoError::damaged("blob", format!("{path} chunk {}", chunk.short()), reason)
+        })
     }
 
     /// Writes the content of `chunks` to `out`, in order. Neighbouring blobs of one pack are
     /// fetched with a single ranged read.
     pub fn restore_file(&self, chunks: &[ChunkId], out: &mut dyn Write) -> Result<u64> {
         const MAX_RUN: u64 = 16 << 20;
-        let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        let locations = chunks
+            .iter()
+            .map(|c| self.locate(c))
+            .collect::<Result<Vec<_>>>()?;
         let mut written = 0u64;
         let mut i = 0;
         while i < locations.len() {
@@ -304,8 +379,11 @@ impl Repository {
                 let b = &loc.blob;
                 let at = (b.offset as u64 - start) as usize;
                 let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize])
-                    .map_err(|reason| RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason))?;
-                out.write_all(&chunk).map_err(|e| RepoError::io("writing restored data", e))?;
+                    .map_err(|reason| {
+                        RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason)
+                    })?;
+                out.write_all(&chunk)
+                    .map_err(|e| RepoError::io("writing restored data", e))?;
                 written += chunk.len() as u64;
             }
             i = j;
@@ -337,8 +415,17 @@ pub(crate) fn list_ids(storage: &dyn Storage, kind: Kind) -> Result<Vec<Id>> {
 }
 
 /// Stores an index object naming `packs`.
-pub(crate) fn store_index(storage: &dyn Storage, crypto: &Crypto, packs: &[PackBlobs]) -> Result<Id> {
-    let (id, stored) = object::encode(crypto, Kind::Index, index::INDEX_VERSION, &index::encode(packs))?;
+pub(crate) fn store_index(
+    storage: &dyn Storage,
+    crypto: &Crypto,
+    packs: &[PackBlobs],
+) -> Result<Id> {
+    let (id, stored) = object::encode(
+        crypto,
+        Kind::Index,
+        index::INDEX_VERSION,
+        &index::encode(packs),
+    )?;
     put_immutable(storage, &layout::path(Kind::Index, &id), stored)?;
     Ok(id)
 }
@@ -352,11 +439,16 @@ pub(crate) fn put_immutable(storage: &dyn Storage, path: &str, bytes: Vec<u8>) -
 }
 
 pub(crate) fn resolve_prefix(ids: &[Id], prefix: &str, what: &str) -> Result<Id> {
-    let matches: Vec<&Id> = ids.iter().filter(|id| id.to_hex().starts_with(&prefix.to_lowercase())).collect();
+    let matches: Vec<&Id> = ids
+        .iter()
+        .filter(|id| id.to_hex().starts_with(&prefix.to_lowercase()))
+        .collect();
     match matches.as_slice() {
         [one] if !prefix.is_empty() => Ok(**one),
         [] | [_] => Err(RepoError::Invalid(format!("no {what} with id '{prefix}'"))),
-        _ => Err(RepoError::Invalid(format!("{what} id '{prefix}' is ambiguous: give more digits"))),
+        _ => Err(RepoError::Invalid(format!(
+            "{what} id '{prefix}' is ambiguous: give more digits"
+        ))),
     }
 }
 
@@ -367,7 +459,8 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<R>>>> = items.iter().map(|_| Default::default()).collect();
+    let results: Vec<std::sync::Mutex<Option<Result<R>>>> =
+        items.iter().map(|_| Default::default()).collect();
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, items.len().max(1)) {
             s.spawn(|| loop {

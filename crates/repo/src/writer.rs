@@ -27,9 +27,8 @@ use crate::manifest::{FileEntry, Manifest};
 use crate::pack::PackBuilder;
 use crate::repository::{put_immutable, store_index, Repository};
 
-/// Index objects are written every this many packs (and at the end), so an interrupted
-/// writer's work is found and reused by the next one.
-const INDEX_EVERY_PACKS: usize = 16;
+/// Index objects are also written at least this often, so that an interrupted writer's work
+/// is found and reused by the next one.
 const INDEX_EVERY: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
@@ -38,11 +37,18 @@ pub struct WriterOptions {
     pub channels: usize,
     /// Overrides the repository's default compression for this writer.
     pub compression: Option<Compression>,
+    /// An index object is written every this many packs (and at the end), so that an
+    /// interrupted writer's work is found and reused by the next one.
+    pub index_every_packs: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { channels: 1, compression: None }
+        WriterOptions {
+            channels: 1,
+            compression: None,
+            index_every_packs: 16,
+        }
     }
 }
 
@@ -78,6 +84,7 @@ struct Shared {
     index: Arc<RwLock<Index>>,
     chunker: ChunkerParams,
     pack_size: usize,
+    index_every_packs: usize,
     /// Chunks this writer has taken on to store (not yet in the repository index).
     claimed: Mutex<HashSet<ChunkId>>,
     /// Packs stored but not yet named by an index object, and when an index was last written.
@@ -133,7 +140,10 @@ impl std::fmt::Debug for Job {
 impl<'r> Writer<'r> {
     pub fn new(repo: &'r Repository, options: &WriterOptions) -> Result<Writer<'r>> {
         if !(1..=255).contains(&options.channels) {
-            return Err(RepoError::Invalid(format!("{} channels: choose 1 to 255", options.channels)));
+            return Err(RepoError::Invalid(format!(
+                "{} channels: choose 1 to 255",
+                options.channels
+            )));
         }
         let lock = LockGuard::acquire(repo.storage.clone(), false)?;
         repo.load_index()?;
@@ -145,6 +155,7 @@ impl<'r> Writer<'r> {
             index: repo.index.clone(),
             chunker: config.chunker,
             pack_size: config.pack_size as usize,
+            index_every_packs: options.index_every_packs.max(1),
             claimed: Default::default(),
             unindexed: Mutex::new((Vec::new(), Instant::now())),
             written: Default::default(),
@@ -157,13 +168,21 @@ impl<'r> Writer<'r> {
         let (uploads, upload_rx) = bounded::<PackBuilder>(channels);
         let mut threads = Vec::new();
         for _ in 0..channels {
-            let compressor = Compressor::new(compression).map_err(|e| RepoError::io("starting a compressor", e))?;
+            let compressor = Compressor::new(compression)
+                .map_err(|e| RepoError::io("starting a compressor", e))?;
             let (worker_shared, rx) = (shared.clone(), job_rx.clone());
-            threads.push(std::thread::spawn(move || work(&worker_shared, compressor, &rx)));
+            threads.push(std::thread::spawn(move || {
+                work(&worker_shared, compressor, &rx)
+            }));
             let (uploader_shared, rx) = (shared.clone(), upload_rx.clone());
             threads.push(std::thread::spawn(move || upload(&uploader_shared, &rx)));
         }
-        let tree = Tree { cdc: CdcStream::new(config.chunker), chunks: Vec::new(), entries: 0, bytes: 0 };
+        let tree = Tree {
+            cdc: CdcStream::new(config.chunker),
+            chunks: Vec::new(),
+            entries: 0,
+            bytes: 0,
+        };
         Ok(Writer {
             repo,
             shared,
@@ -183,7 +202,9 @@ impl<'r> Writer<'r> {
         let mut stream = self.stream();
         let chunker = self.shared.chunker;
         let read = chunk_reader(source, kind, &chunker, &mut |chunk| {
-            stream.push(chunk).map_err(|e| std::io::Error::other(e.to_string()))
+            stream
+                .push(chunk)
+                .map_err(|e| std::io::Error::other(e.to_string()))
         });
         let chunks = stream.finish()?;
         let read = read.map_err(|e| RepoError::io("reading data to store", e))?;
@@ -197,10 +218,12 @@ impl<'r> Writer<'r> {
         tree.entries += 1;
         tree.bytes += entry.size;
         let mut cut = Vec::new();
-        tree.cdc.push(&entry.to_line(), &mut |c| {
-            cut.push(c);
-            Ok(())
-        }).map_err(|e| RepoError::io("cutting the entry stream", e))?;
+        tree.cdc
+            .push(&entry.to_line(), &mut |c| {
+                cut.push(c);
+                Ok(())
+            })
+            .map_err(|e| RepoError::io("cutting the entry stream", e))?;
         let ids = self.store_chunks(cut)?;
         tree.chunks.extend(ids);
         Ok(())
@@ -210,13 +233,20 @@ impl<'r> Writer<'r> {
     pub fn commit(mut self, kind: &str, meta: serde_json::Value) -> Result<(Id, WriteStats)> {
         let tree = std::mem::replace(
             &mut *lock(&self.tree),
-            Tree { cdc: CdcStream::new(self.shared.chunker), chunks: Vec::new(), entries: 0, bytes: 0 },
+            Tree {
+                cdc: CdcStream::new(self.shared.chunker),
+                chunks: Vec::new(),
+                entries: 0,
+                bytes: 0,
+            },
         );
         let mut rest = Vec::new();
-        tree.cdc.finish(&mut |c| {
-            rest.push(c);
-            Ok(())
-        }).map_err(|e| RepoError::io("cutting the entry stream", e))?;
+        tree.cdc
+            .finish(&mut |c| {
+                rest.push(c);
+                Ok(())
+            })
+            .map_err(|e| RepoError::io("cutting the entry stream", e))?;
         let mut tree_chunks = tree.chunks;
         tree_chunks.extend(self.store_chunks(rest)?);
         self.drain()?;
@@ -267,7 +297,12 @@ impl<'r> Writer<'r> {
 
     fn stream(&self) -> Stream<'_, 'r> {
         let pack = lock(&self.packs).pop().unwrap_or_default();
-        Stream { writer: self, pack: Some(pack), waiting: VecDeque::new(), ids: Vec::new() }
+        Stream {
+            writer: self,
+            pack: Some(pack),
+            waiting: VecDeque::new(),
+            ids: Vec::new(),
+        }
     }
 
     fn check_failure(&self) -> Result<()> {
@@ -320,7 +355,11 @@ struct Stream<'w, 'r> {
 impl Stream<'_, '_> {
     fn push(&mut self, data: Vec<u8>) -> Result<()> {
         let (reply, rx) = bounded(1);
-        let jobs = self.writer.jobs.as_ref().ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
+        let jobs = self
+            .writer
+            .jobs
+            .as_ref()
+            .ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
         jobs.send(Job { data, reply }).map_err(|_| self.closed())?;
         self.waiting.push_back(rx);
         // Keep enough chunks in flight to feed every worker; take results in order.
@@ -331,7 +370,9 @@ impl Stream<'_, '_> {
     }
 
     fn take_one(&mut self) -> Result<()> {
-        let Some(rx) = self.waiting.pop_front() else { return Ok(()) };
+        let Some(rx) = self.waiting.pop_front() else {
+            return Ok(());
+        };
         let done = rx.recv().map_err(|_| self.closed())?;
         self.ids.push(done.id);
         if let Some((codec, raw_len, sealed)) = done.blob {
@@ -376,7 +417,11 @@ fn work(shared: &Shared, mut compressor: Compressor, jobs: &Receiver<Job>) {
         let c = &shared.counters;
         c.chunks.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len, Ordering::Relaxed);
-        let known = shared.index.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
+        let known = shared
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id);
         let blob = if !known && lock(&shared.claimed).insert(id) {
             c.new_chunks.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(len, Ordering::Relaxed);
@@ -396,12 +441,19 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
     for pack in packs {
         let (id, bytes, blobs) = pack.finish(&shared.crypto);
         let size = bytes.len() as u64;
-        if let Err(e) = put_immutable(shared.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes) {
+        if let Err(e) = put_immutable(
+            shared.storage.as_ref(),
+            &layout::path(Kind::Pack, &id),
+            bytes,
+        ) {
             fail(shared, e);
             continue;
         }
         shared.counters.packs.fetch_add(1, Ordering::Relaxed);
-        shared.counters.stored_bytes.fetch_add(size, Ordering::Relaxed);
+        shared
+            .counters
+            .stored_bytes
+            .fetch_add(size, Ordering::Relaxed);
         lock(&shared.written).push((id, blobs.clone()));
         lock(&shared.unindexed).0.push((id, blobs));
         if let Err(e) = write_index(shared, false) {
@@ -415,7 +467,8 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
 fn write_index(shared: &Shared, all: bool) -> Result<()> {
     let packs = {
         let mut unindexed = lock(&shared.unindexed);
-        let due = unindexed.0.len() >= INDEX_EVERY_PACKS || unindexed.1.elapsed() >= INDEX_EVERY;
+        let due =
+            unindexed.0.len() >= shared.index_every_packs || unindexed.1.elapsed() >= INDEX_EVERY;
         if unindexed.0.is_empty() || !(all || due) {
             return Ok(());
         }
@@ -438,7 +491,9 @@ impl Shared {
             return Ok(());
         }
         Err(lock(&self.failure).take().unwrap_or_else(|| {
-            RepoError::Invalid("an earlier storage error stopped this writer; nothing was recorded".into())
+            RepoError::Invalid(
+                "an earlier storage error stopped this writer; nothing was recorded".into(),
+            )
         }))
     }
 }

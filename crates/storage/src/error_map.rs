@@ -64,13 +64,17 @@ impl Target {
     }
 
     pub(crate) fn other(&self, op: Op, path: &str, detail: &str) -> StorageError {
-        StorageError::new(ErrorKind::Other, format!("{} failed: {detail}", self.object(op, path)))
+        StorageError::new(
+            ErrorKind::Other,
+            format!("{} failed: {detail}", self.object(op, path)),
+        )
     }
 
     pub(crate) fn from_io(&self, op: Op, path: &str, err: &io::Error) -> StorageError {
         let detail = lower(&err.to_string());
         match err.kind() {
-            io::ErrorKind::NotFound => self.not_found(path),
+            // For a put, ENOENT means a directory could not be made or vanished.
+            io::ErrorKind::NotFound if op != Op::Put => self.not_found(path),
             io::ErrorKind::AlreadyExists => self.already_exists(path),
             io::ErrorKind::PermissionDenied => StorageError::new(
                 ErrorKind::PermissionDenied,
@@ -91,6 +95,16 @@ impl Target {
         }
         let detail = detail(err);
         let retried = err.is_persistent();
+        if detail.starts_with("NoSuchBucket") {
+            let remote = self.remote.as_deref().unwrap_or(&self.location);
+            return StorageError::new(
+                ErrorKind::Config,
+                format!(
+                    "bucket does not exist: {remote} answered NoSuchBucket {} '{path}'",
+                    op.verb()
+                ),
+            );
+        }
         match err.kind() {
             // A directory (or a file used as a directory) is not an object.
             K::NotFound | K::IsADirectory | K::NotADirectory => self.not_found(path),
@@ -98,16 +112,18 @@ impl Target {
             K::PermissionDenied => StorageError::new(
                 ErrorKind::PermissionDenied,
                 match &self.remote {
-                    Some(remote) => format!(
-                        "access denied by {remote} {} '{path}': {detail}",
-                        op.verb()
-                    ),
+                    Some(remote) => {
+                        format!("access denied by {remote} {} '{path}': {detail}", op.verb())
+                    }
                     None => format!("permission denied {}: {detail}", self.object(op, path)),
                 },
             ),
             K::ConfigInvalid => StorageError::new(
                 ErrorKind::Config,
-                format!("invalid storage configuration for {}: {detail}", self.location),
+                format!(
+                    "invalid storage configuration for {}: {detail}",
+                    self.location
+                ),
             ),
             K::RangeNotSatisfied => {
                 self.other(op, path, &format!("range not satisfiable: {detail}"))
@@ -139,7 +155,10 @@ impl Target {
 fn is_not_an_object(err: &opendal::Error) -> bool {
     std::iter::successors(err.source(), |e| (*e).source()).any(|cause| {
         cause.downcast_ref::<io::Error>().is_some_and(|io| {
-            matches!(io.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory)
+            matches!(
+                io.kind(),
+                io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory
+            )
         })
     })
 }
@@ -182,12 +201,46 @@ fn detail(err: &opendal::Error) -> String {
     if message.contains("timeout reached") {
         return "timed out".into();
     }
-    // Service errors carry the response (status, code, message) in the message.
+    if let Some(service) = s3_error(message) {
+        return service;
+    }
     let root = std::iter::successors(err.source(), |e| (*e).source()).last();
     match root {
         Some(root) if is_network_failure(err) => lower(&root.to_string()),
-        _ => lower(message),
+        _ if !message.is_empty() => lower(message),
+        // HEAD responses have no body: all there is to say is the status.
+        _ => http_status(&err.to_string()).map_or_else(
+            || format!("{} error", err.kind()).to_lowercase(),
+            |status| format!("http status {status}"),
+        ),
     }
+}
+
+/// `S3Error { code: "NoSuchKey", message: "The key..", .. }` (OpenDAL's rendering of an
+/// S3 error response) as `NoSuchKey: The key..`. The code keeps its case: it is an
+/// identifier users search for.
+fn s3_error(message: &str) -> Option<String> {
+    let field = |name: &str| {
+        let start = message.find(&format!("{name}: \""))? + name.len() + 3;
+        let len = message[start..].find('"')?;
+        Some(&message[start..start + len]).filter(|v| !v.is_empty())
+    };
+    message.contains("S3Error {").then_some(())?;
+    let code = field("code")?;
+    Some(match field("message") {
+        Some(text) => format!("{code}: {}", lower(text)),
+        None => code.to_string(),
+    })
+}
+
+/// The HTTP status from OpenDAL's context rendering (`response: Parts { status: 500, ..`).
+fn http_status(display: &str) -> Option<u16> {
+    let start = display.find("status: ")? + "status: ".len();
+    display[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Lower-cases the first character, so OS messages read well after a colon.

@@ -124,7 +124,11 @@ impl OpendalStorage {
                     ));
                 }
                 Ok(OpendalStorage {
-                    target: Target { location: location.to_string(), remote: None, attempts },
+                    target: Target {
+                        location: location.to_string(),
+                        remote: None,
+                        attempts,
+                    },
                     backend: Backend::Local {
                         root: root.clone(),
                         op: OnceLock::new(),
@@ -144,7 +148,10 @@ impl OpendalStorage {
                 let config_error = |what: &str, e: &dyn std::fmt::Display| {
                     StorageError::new(
                         ErrorKind::Config,
-                        format!("invalid s3 configuration for {location}: {what}: {}", lower(&e.to_string())),
+                        format!(
+                            "invalid s3 configuration for {location}: {what}: {}",
+                            lower(&e.to_string())
+                        ),
                     )
                 };
                 // Credentials only from the options (see `StorageOptions::fill_from_env`):
@@ -156,7 +163,8 @@ impl OpendalStorage {
                     .endpoint(&endpoint)
                     .disable_config_load()
                     .disable_ec2_metadata();
-                if !options.path_style {
+                // Virtual-host addressing cannot work with an IP address or localhost.
+                if !options.path_style && !is_ip_or_localhost(&endpoint) {
                     builder = builder.enable_virtual_host_style();
                 }
                 match (&options.access_key_id, &options.secret_access_key) {
@@ -189,7 +197,10 @@ impl OpendalStorage {
                         remote: Some(format!("s3 endpoint {endpoint} (bucket {bucket})")),
                         attempts,
                     },
-                    backend: Backend::S3 { op, conditional_put: AtomicBool::new(true) },
+                    backend: Backend::S3 {
+                        op,
+                        conditional_put: AtomicBool::new(true),
+                    },
                     runtime,
                 })
             }
@@ -200,7 +211,12 @@ impl OpendalStorage {
     fn op(&self) -> Result<Option<&Operator>, StorageError> {
         match &self.backend {
             Backend::S3 { op, .. } => Ok(Some(op)),
-            Backend::Local { root, op, retries, timeout } => {
+            Backend::Local {
+                root,
+                op,
+                retries,
+                timeout,
+            } => {
                 if let Some(op) = op.get() {
                     return Ok(Some(op));
                 }
@@ -220,11 +236,21 @@ impl OpendalStorage {
         self.runtime.block_on(future.into_future())
     }
 
-    fn s3_put(&self, op: &Operator, conditional: &AtomicBool, path: &str, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
+    fn s3_put(
+        &self,
+        op: &Operator,
+        conditional: &AtomicBool,
+        path: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<(), StorageError> {
         let write = |if_not_exists: bool| {
             let data = Buffer::from(data.clone());
             self.block_on(async {
-                op.write_with(path, data).chunk(S3_PART_SIZE).if_not_exists(if_not_exists).await
+                op.write_with(path, data)
+                    .chunk(S3_PART_SIZE)
+                    .if_not_exists(if_not_exists)
+                    .await
             })
         };
         let result = match mode {
@@ -238,7 +264,9 @@ impl OpendalStorage {
             },
             PutMode::Create => self.s3_stat_then_put(op, path, &write),
         };
-        result.map(drop).map_err(|e| self.target.from_opendal(Op::Put, path, &e))
+        result
+            .map(drop)
+            .map_err(|e| self.target.from_opendal(Op::Put, path, &e))
     }
 
     fn s3_stat_then_put(
@@ -248,7 +276,10 @@ impl OpendalStorage {
         write: &dyn Fn(bool) -> opendal::Result<opendal::Metadata>,
     ) -> opendal::Result<opendal::Metadata> {
         match self.block_on(op.stat(path)) {
-            Ok(_) => Err(opendal::Error::new(opendal::ErrorKind::AlreadyExists, "object exists")),
+            Ok(_) => Err(opendal::Error::new(
+                opendal::ErrorKind::AlreadyExists,
+                "object exists",
+            )),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => write(false),
             Err(e) => Err(e),
         }
@@ -259,7 +290,9 @@ impl OpendalStorage {
             && !path.starts_with('/')
             && !path.ends_with('/')
             && !path.contains('\\')
-            && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+            && path
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
             && !local_fs::is_internal(path);
         if valid {
             Ok(())
@@ -272,7 +305,12 @@ impl OpendalStorage {
 /// `TimeoutLayer` must sit below `RetryLayer` so each attempt (not the whole retried call)
 /// is bounded and a timed-out attempt is retried.
 fn with_layers(op: Operator, retries: u32, timeout: Duration) -> Operator {
-    op.layer(TimeoutLayer::new().with_timeout(timeout).with_io_timeout(timeout)).layer(
+    op.layer(
+        TimeoutLayer::new()
+            .with_timeout(timeout)
+            .with_io_timeout(timeout),
+    )
+    .layer(
         RetryLayer::new()
             .with_max_times(retries as usize)
             .with_factor(2.0)
@@ -293,6 +331,20 @@ fn http_client(options: &StorageOptions) -> reqwest::Result<reqwest::Client> {
     builder.build()
 }
 
+fn is_ip_or_localhost(endpoint: &str) -> bool {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or_default();
+    if authority.starts_with('[') {
+        return true; // IPv6 literal
+    }
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// A server that does not implement conditional writes answers 501 Not Implemented
 /// (OpenDAL: `Unsupported`) rather than 412.
 fn rejects_conditional(err: &opendal::Error) -> bool {
@@ -311,13 +363,18 @@ impl Storage for OpendalStorage {
         match &self.backend {
             Backend::Local { root, .. } => local_fs::put(root, path, &data, mode)
                 .map_err(|e| self.target.from_io(Op::Put, path, &e)),
-            Backend::S3 { op, conditional_put } => self.s3_put(op, conditional_put, path, data, mode),
+            Backend::S3 {
+                op,
+                conditional_put,
+            } => self.s3_put(op, conditional_put, path, data, mode),
         }
     }
 
     fn get(&self, path: &str) -> Result<Bytes, StorageError> {
         self.validate(Op::Get, path)?;
-        let Some(op) = self.op()? else { return Err(self.target.not_found(path)) };
+        let Some(op) = self.op()? else {
+            return Err(self.target.not_found(path));
+        };
         self.block_on(op.read(path))
             .map(|buf| buf.to_bytes())
             .map_err(|e| self.target.from_opendal(Op::Get, path, &e))
@@ -330,16 +387,25 @@ impl Storage for OpendalStorage {
             return Err(self.target.other(Op::GetRange, path, &detail));
         }
         let past_end = |size: Option<u64>| {
-            let size = size.map(|s| format!(" of {s} bytes")).unwrap_or_default();
-            let detail = format!("range {}..{} reaches past the end of the object{size}", range.start, range.end);
+            let size = size.map(|s| format!(" (size {s})")).unwrap_or_default();
+            let detail = format!(
+                "range {}..{} reaches past the end of the object{size}",
+                range.start, range.end
+            );
             self.target.other(Op::GetRange, path, &detail)
         };
         if range.is_empty() {
             // Nothing to read, but the object must exist and the range must be inside it.
             let meta = self.stat(path)?;
-            return if range.start <= meta.size { Ok(Bytes::new()) } else { Err(past_end(Some(meta.size))) };
+            return if range.start <= meta.size {
+                Ok(Bytes::new())
+            } else {
+                Err(past_end(Some(meta.size)))
+            };
         }
-        let Some(op) = self.op()? else { return Err(self.target.not_found(path)) };
+        let Some(op) = self.op()? else {
+            return Err(self.target.not_found(path));
+        };
         let wanted = range.end - range.start;
         match self.block_on(op.read_with(path).range(range.clone())) {
             Ok(buf) if buf.len() as u64 == wanted => Ok(buf.to_bytes()),
@@ -364,17 +430,23 @@ impl Storage for OpendalStorage {
 
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError> {
         self.validate(Op::Stat, path)?;
-        let Some(op) = self.op()? else { return Err(self.target.not_found(path)) };
+        let Some(op) = self.op()? else {
+            return Err(self.target.not_found(path));
+        };
         match self.block_on(op.stat(path)) {
-            Ok(meta) if meta.mode() == EntryMode::FILE => {
-                Ok(ObjectMeta { path: path.to_string(), size: meta.content_length() })
-            }
+            Ok(meta) if meta.mode() == EntryMode::FILE => Ok(ObjectMeta {
+                path: path.to_string(),
+                size: meta.content_length(),
+            }),
             Ok(_) => Err(self.target.not_found(path)),
             Err(e) => Err(self.target.from_opendal(Op::Stat, path, &e)),
         }
     }
 
-    fn list(&self, prefix: &str) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
         let fail = |err| Box::new(std::iter::once(Err(err))) as Box<dyn Iterator<Item = _> + Send>;
         if prefix.starts_with('/') || prefix.split('/').any(|c| c == "." || c == "..") {
             return fail(self.target.other(Op::List, prefix, "invalid prefix"));
@@ -391,7 +463,11 @@ impl Storage for OpendalStorage {
             None => "/",
         };
         match self.block_on(op.lister_with(dir).recursive(true)) {
-            Ok(lister) => Box::new(ListIter { storage: self, lister: Some(lister), prefix: prefix.to_string() }),
+            Ok(lister) => Box::new(ListIter {
+                storage: self,
+                lister: Some(lister),
+                prefix: prefix.to_string(),
+            }),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Box::new(std::iter::empty()),
             Err(e) => fail(self.target.from_opendal(Op::List, prefix, &e)),
         }
@@ -403,9 +479,9 @@ impl Storage for OpendalStorage {
             Backend::Local { root, .. } => {
                 local_fs::delete(root, path).map_err(|e| self.target.from_io(Op::Delete, path, &e))
             }
-            Backend::S3 { op, .. } => {
-                self.block_on(op.delete(path)).map_err(|e| self.target.from_opendal(Op::Delete, path, &e))
-            }
+            Backend::S3 { op, .. } => self
+                .block_on(op.delete(path))
+                .map_err(|e| self.target.from_opendal(Op::Delete, path, &e)),
         }
     }
 }
@@ -432,7 +508,11 @@ impl Iterator for ListIter<'_> {
                 }
                 Some(Err(e)) => {
                     self.lister = None;
-                    return Some(Err(self.storage.target.from_opendal(Op::List, &self.prefix, &e)));
+                    return Some(Err(self.storage.target.from_opendal(
+                        Op::List,
+                        &self.prefix,
+                        &e,
+                    )));
                 }
                 Some(Ok(entry)) => {
                     let meta = entry.metadata();
@@ -443,7 +523,10 @@ impl Iterator for ListIter<'_> {
                     {
                         continue;
                     }
-                    return Some(Ok(ObjectMeta { path: path.to_string(), size: meta.content_length() }));
+                    return Some(Ok(ObjectMeta {
+                        path: path.to_string(),
+                        size: meta.content_length(),
+                    }));
                 }
             }
         }

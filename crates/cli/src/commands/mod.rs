@@ -30,7 +30,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "repository_format": cairn_repo::config::FORMAT_VERSION,
             });
             crate::output::print(format, &value, || {
-                format!("cairn {} (repository format {})", env!("CARGO_PKG_VERSION"), cairn_repo::config::FORMAT_VERSION)
+                format!(
+                    "cairn {} (repository format {})",
+                    env!("CARGO_PKG_VERSION"),
+                    cairn_repo::config::FORMAT_VERSION
+                )
             });
             Ok(())
         }

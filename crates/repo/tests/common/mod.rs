@@ -5,17 +5,25 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use cairn_repo::{
-    ChunkId, ChunkerKind, ChunkerParams, Compression, EntryKind, Encryption, FileEntry, Id, InitOptions,
-    KdfParams, Repository, WriteStats, Writer, WriterOptions,
+    ChunkId, ChunkerKind, ChunkerParams, Compression, Encryption, EntryKind, FileEntry, Id,
+    InitOptions, KdfParams, Repository, WriteStats, Writer, WriterOptions,
 };
 use cairn_storage::{Storage, StorageOptions};
 
 pub const PASSWORD: &[u8] = b"correct horse";
 /// Cheap key derivation: tests open repositories many times.
-pub const FAST_KDF: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+pub const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 1024,
+    iterations: 1,
+    parallelism: 1,
+};
 
 pub fn fs_storage(dir: &std::path::Path) -> Arc<dyn Storage> {
-    cairn_storage::open(dir.to_str().expect("utf-8 path"), &StorageOptions::default()).expect("open storage")
+    cairn_storage::open(
+        dir.to_str().expect("utf-8 path"),
+        &StorageOptions::default(),
+    )
+    .expect("open storage")
 }
 
 /// Small chunks and packs so that tests exercise many of each.
@@ -24,14 +32,23 @@ pub fn small_options(encryption: Encryption, compression: Compression) -> InitOp
         encryption,
         password: (encryption != Encryption::None).then(|| PASSWORD.to_vec()),
         compression,
-        chunker: ChunkerParams { fixed_size: 16 << 10, cdc_min: 4 << 10, cdc_avg: 16 << 10, cdc_max: 64 << 10 },
+        chunker: ChunkerParams {
+            fixed_size: 16 << 10,
+            cdc_min: 4 << 10,
+            cdc_avg: 16 << 10,
+            cdc_max: 64 << 10,
+        },
         pack_size: 1 << 20,
         kdf: FAST_KDF,
     }
 }
 
 pub fn init(storage: Arc<dyn Storage>, encryption: Encryption) -> Repository {
-    Repository::init(storage, small_options(encryption, Compression::Zstd { level: 3 })).expect("init")
+    Repository::init(
+        storage,
+        small_options(encryption, Compression::Zstd { level: 3 }),
+    )
+    .expect("init")
 }
 
 pub fn reopen(storage: Arc<dyn Storage>) -> Repository {
@@ -40,17 +57,38 @@ pub fn reopen(storage: Arc<dyn Storage>) -> Repository {
 
 /// Data that looks like database pages: repeated structure, some noise.
 pub fn pagey(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let row = format!("row {:>10} name-{:08x} balance {:>12}|", x % 100_000, x as u32, (x >> 20) % 1_000_000);
+        let row = format!(
+            "row {:>10} name-{:08x} balance {:>12}|",
+            x % 100_000,
+            x as u32,
+            (x >> 20) % 1_000_000
+        );
         out.extend_from_slice(row.as_bytes());
     }
     out.truncate(len);
     out
+}
+
+/// Incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 pub struct StoredFile {
@@ -60,13 +98,30 @@ pub struct StoredFile {
 
 /// Stores `files` and records them in one manifest; returns the manifest id and stats.
 pub fn backup(repo: &Repository, files: &[StoredFile], channels: usize) -> (Id, WriteStats) {
-    let writer = Writer::new(repo, &WriterOptions { channels, compression: None }).expect("writer");
+    let writer = Writer::new(
+        repo,
+        &WriterOptions {
+            channels,
+            ..Default::default()
+        },
+    )
+    .expect("writer");
     for (i, f) in files.iter().enumerate() {
-        let kind = if i % 2 == 0 { ChunkerKind::Fixed } else { ChunkerKind::ContentDefined };
-        let (chunks, size) = writer.store(&mut Cursor::new(&f.data), kind).expect("store");
-        writer.add_entry(&entry(&f.path, size, chunks)).expect("entry");
+        let kind = if i % 2 == 0 {
+            ChunkerKind::Fixed
+        } else {
+            ChunkerKind::ContentDefined
+        };
+        let (chunks, size) = writer
+            .store(&mut Cursor::new(&f.data), kind)
+            .expect("store");
+        writer
+            .add_entry(&entry(&f.path, size, chunks))
+            .expect("entry");
     }
-    writer.commit("test", serde_json::json!({"files": files.len()})).expect("commit")
+    writer
+        .commit("test", serde_json::json!({"files": files.len()}))
+        .expect("commit")
 }
 
 pub fn entry(path: &str, size: u64, chunks: Vec<ChunkId>) -> FileEntry {
@@ -104,7 +159,10 @@ pub fn count(storage: &dyn Storage, prefix: &str) -> usize {
 
 pub fn sample_files(n: usize, seed: u64) -> Vec<StoredFile> {
     (0..n)
-        .map(|i| StoredFile { path: format!("base/5/{}", 16384 + i), data: pagey(20_000 + i * 37_000, seed + i as u64) })
+        .map(|i| StoredFile {
+            path: format!("base/5/{}", 16384 + i),
+            data: pagey(20_000 + i * 37_000, seed + i as u64),
+        })
         .collect()
 }
 
