@@ -390,6 +390,26 @@ impl Repository {
         }
         Ok(written)
     }
+
+    /// Restores many files at once on `channels` threads: `open` gives the writer for each
+    /// entry, and each file's chunks are written to it in order. Returns the bytes written.
+    pub fn restore_files<W: Write>(
+        &self,
+        entries: &[FileEntry],
+        channels: usize,
+        open: impl Fn(&FileEntry) -> Result<W> + Sync,
+    ) -> Result<u64> {
+        let written = parallel_map(entries, channels, |entry| {
+            let mut out = open(entry)?;
+            let n = self.restore_file(&entry.chunks, &mut out)?;
+            out.flush().map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
+            if n != entry.size {
+                return Err(RepoError::damaged("manifest", entry.path.clone(), format!("restored {n} bytes, the entry says {}", entry.size)));
+            }
+            Ok(n)
+        })?;
+        Ok(written.iter().sum())
+    }
 }
 
 /// Whether anything of a repository is at this storage location.

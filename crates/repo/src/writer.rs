@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use cairn_storage::Storage;
 
-use crate::chunker::{chunk_reader, CdcStream, ChunkerKind, ChunkerParams};
+use crate::chunker::{chunk_reader, CdcStream, ChunkerKind, ChunkerParams, MAX_CHUNK};
 use crate::compression::{Codec, Compression, Compressor};
 use crate::crypto::Crypto;
 use crate::error::{RepoError, Result};
@@ -89,8 +89,6 @@ struct Shared {
     claimed: Mutex<HashSet<ChunkId>>,
     /// Packs stored but not yet named by an index object, and when an index was last written.
     unindexed: Mutex<(Vec<PackBlobs>, Instant)>,
-    /// Packs this writer made, to add to the repository index at the end.
-    written: Mutex<Vec<PackBlobs>>,
     /// The first failure of a background thread; once set, the writer can never commit.
     failure: Mutex<Option<RepoError>>,
     failed: std::sync::atomic::AtomicBool,
@@ -158,7 +156,6 @@ impl<'r> Writer<'r> {
             index_every_packs: options.index_every_packs.max(1),
             claimed: Default::default(),
             unindexed: Mutex::new((Vec::new(), Instant::now())),
-            written: Default::default(),
             failure: Default::default(),
             failed: Default::default(),
             counters: Default::default(),
@@ -323,13 +320,7 @@ impl<'r> Writer<'r> {
             let _ = t.join();
         }
         self.check_failure()?;
-        write_index(&self.shared, true)?;
-        let written: Vec<PackBlobs> = lock(&self.shared.written).drain(..).collect();
-        let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
-        for (pack, blobs) in &written {
-            index.add_pack(*pack, blobs);
-        }
-        Ok(())
+        write_index(&self.shared, true)
     }
 }
 
@@ -376,10 +367,13 @@ impl Stream<'_, '_> {
         let done = rx.recv().map_err(|_| self.closed())?;
         self.ids.push(done.id);
         if let Some((codec, raw_len, sealed)) = done.blob {
-            let pack = self.pack.get_or_insert_with(PackBuilder::default);
+            let pack_size = self.writer.shared.pack_size;
+            // Room for a full pack up front: no regrowing and copying (pages are only touched as filled).
+            let new_pack = || PackBuilder::with_capacity(pack_size + MAX_CHUNK as usize);
+            let pack = self.pack.get_or_insert_with(new_pack);
             pack.add(done.id, codec, raw_len, &sealed);
-            if pack.len() >= self.writer.shared.pack_size {
-                let full = std::mem::take(pack);
+            if pack.len() >= pack_size {
+                let full = std::mem::replace(pack, new_pack());
                 let uploads = self.writer.uploads.as_ref().ok_or_else(|| self.closed())?;
                 uploads.send(full).map_err(|_| self.closed())?;
             }
@@ -454,7 +448,9 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
             .counters
             .stored_bytes
             .fetch_add(size, Ordering::Relaxed);
-        lock(&shared.written).push((id, blobs.clone()));
+        // Visible to this writer's dedup at once; on storage once its index object is written
+        // (every writer reloads the index from storage when it starts).
+        shared.index.write().unwrap_or_else(|e| e.into_inner()).add_pack(id, &blobs);
         lock(&shared.unindexed).0.push((id, blobs));
         if let Err(e) = write_index(shared, false) {
             fail(shared, e);

@@ -70,7 +70,7 @@ impl Target {
         )
     }
 
-    pub(crate) fn from_io(&self, op: Op, path: &str, err: &io::Error) -> StorageError {
+    pub(crate) fn io_error(&self, op: Op, path: &str, err: &io::Error) -> StorageError {
         let detail = lower(&err.to_string());
         match err.kind() {
             // For a put, ENOENT means a directory could not be made or vanished.
@@ -88,7 +88,7 @@ impl Target {
         }
     }
 
-    pub(crate) fn from_opendal(&self, op: Op, path: &str, err: &opendal::Error) -> StorageError {
+    pub(crate) fn opendal_error(&self, op: Op, path: &str, err: &opendal::Error) -> StorageError {
         use opendal::ErrorKind as K;
         if is_not_an_object(err) {
             return self.not_found(path);

@@ -121,6 +121,7 @@ impl fmt::Display for Location {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -225,7 +225,7 @@ impl OpendalStorage {
                 }
                 let root_str = root.to_str().unwrap_or_default();
                 let built = Operator::new(opendal::services::Fs::default().root(root_str))
-                    .map_err(|e| self.target.from_opendal(Op::List, "", &e))?;
+                    .map_err(|e| self.target.opendal_error(Op::List, "", &e))?;
                 let _ = op.set(with_layers(built, *retries, *timeout));
                 Ok(op.get())
             }
@@ -266,7 +266,7 @@ impl OpendalStorage {
         };
         result
             .map(drop)
-            .map_err(|e| self.target.from_opendal(Op::Put, path, &e))
+            .map_err(|e| self.target.opendal_error(Op::Put, path, &e))
     }
 
     fn s3_stat_then_put(
@@ -362,7 +362,7 @@ impl Storage for OpendalStorage {
         self.validate(Op::Put, path)?;
         match &self.backend {
             Backend::Local { root, .. } => local_fs::put(root, path, &data, mode)
-                .map_err(|e| self.target.from_io(Op::Put, path, &e)),
+                .map_err(|e| self.target.io_error(Op::Put, path, &e)),
             Backend::S3 {
                 op,
                 conditional_put,
@@ -377,7 +377,7 @@ impl Storage for OpendalStorage {
         };
         self.block_on(op.read(path))
             .map(|buf| buf.to_bytes())
-            .map_err(|e| self.target.from_opendal(Op::Get, path, &e))
+            .map_err(|e| self.target.opendal_error(Op::Get, path, &e))
     }
 
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
@@ -414,7 +414,7 @@ impl Storage for OpendalStorage {
                 Err(past_end(self.stat(path).ok().map(|m| m.size)))
             }
             Err(e) => {
-                let err = self.target.from_opendal(Op::GetRange, path, &e);
+                let err = self.target.opendal_error(Op::GetRange, path, &e);
                 // OpenDAL reports a short body on a bounded read as an error of its own.
                 if err.kind == ErrorKind::Other {
                     if let Ok(meta) = self.stat(path) {
@@ -439,7 +439,7 @@ impl Storage for OpendalStorage {
                 size: meta.content_length(),
             }),
             Ok(_) => Err(self.target.not_found(path)),
-            Err(e) => Err(self.target.from_opendal(Op::Stat, path, &e)),
+            Err(e) => Err(self.target.opendal_error(Op::Stat, path, &e)),
         }
     }
 
@@ -469,7 +469,7 @@ impl Storage for OpendalStorage {
                 prefix: prefix.to_string(),
             }),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Box::new(std::iter::empty()),
-            Err(e) => fail(self.target.from_opendal(Op::List, prefix, &e)),
+            Err(e) => fail(self.target.opendal_error(Op::List, prefix, &e)),
         }
     }
 
@@ -477,11 +477,11 @@ impl Storage for OpendalStorage {
         self.validate(Op::Delete, path)?;
         match &self.backend {
             Backend::Local { root, .. } => {
-                local_fs::delete(root, path).map_err(|e| self.target.from_io(Op::Delete, path, &e))
+                local_fs::delete(root, path).map_err(|e| self.target.io_error(Op::Delete, path, &e))
             }
             Backend::S3 { op, .. } => self
                 .block_on(op.delete(path))
-                .map_err(|e| self.target.from_opendal(Op::Delete, path, &e)),
+                .map_err(|e| self.target.opendal_error(Op::Delete, path, &e)),
         }
     }
 }
@@ -508,7 +508,7 @@ impl Iterator for ListIter<'_> {
                 }
                 Some(Err(e)) => {
                     self.lister = None;
-                    return Some(Err(self.storage.target.from_opendal(
+                    return Some(Err(self.storage.target.opendal_error(
                         Op::List,
                         &self.prefix,
                         &e,

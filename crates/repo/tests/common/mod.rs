@@ -137,20 +137,42 @@ pub fn entry(path: &str, size: u64, chunks: Vec<ChunkId>) -> FileEntry {
     }
 }
 
-/// Every file of a manifest, restored.
+/// Every file of a manifest, restored (several at a time).
 pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
     repo.load_index().expect("index");
     let m = repo.load_manifest(manifest).expect("manifest");
-    let mut out = Vec::new();
+    let mut entries = Vec::new();
     repo.for_each_entry(manifest, &m, &mut |e| {
-        let mut data = Vec::new();
-        repo.restore_file(&e.chunks, &mut data)?;
-        assert_eq!(data.len() as u64, e.size);
-        out.push(StoredFile { path: e.path, data });
+        entries.push(e);
         Ok(())
     })
     .expect("entries");
-    out
+    let outputs: Vec<std::sync::Mutex<Vec<u8>>> = entries.iter().map(|_| Default::default()).collect();
+    let total = repo
+        .restore_files(&entries, 3, |e| {
+            let i = entries.iter().position(|x| x.path == e.path).expect("entry");
+            Ok(Sink(&outputs[i]))
+        })
+        .expect("restore");
+    assert_eq!(total, m.bytes);
+    entries
+        .into_iter()
+        .zip(outputs)
+        .map(|(e, data)| StoredFile { path: e.path, data: data.into_inner().expect("lock") })
+        .collect()
+}
+
+/// Collects restored bytes for one file.
+struct Sink<'a>(&'a std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub fn count(storage: &dyn Storage, prefix: &str) -> usize {
