@@ -1,5 +1,6 @@
 //! The `cairn` binary end to end: commands, JSON output, error codes and exit statuses, on a
 //! local directory and on a real S3-compatible server.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

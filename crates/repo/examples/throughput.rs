@@ -3,14 +3,20 @@
 //!
 //! usage: throughput store   REPO DATA_DIR CHANNELS [CHUNK_SIZE]
 //!        throughput restore REPO OUT_DIR  CHANNELS
+//!
+//! The JSON line: mode, channels, bytes (of file data), seconds (storing or restoring, after
+//! the repository was created or opened), setup_seconds (creating or opening it: mostly the
+//! password's key derivation), mb_per_s, and on Linux the peak RSS in KiB of the setup and of
+//! the data phase (setup_peak_rss_kib, data_peak_rss_kib; 0 where unknown). A store also
+//! prints the writer's statistics as JSON on stderr.
 
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cairn_repo::{
-    ChunkerKind, ChunkerParams, Encryption, EntryKind, FileEntry, InitOptions, Repository, Writer,
-    WriterOptions,
+    ChunkerKind, ChunkerParams, Encryption, EntryKind, FileEntry, InitOptions, RepoError,
+    Repository, Writer, WriterOptions,
 };
 
 const PASSWORD: &[u8] = b"benchmark";
@@ -31,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The clock starts after the repository is created or opened: the password's key
     // derivation (Argon2id, about a quarter of a second) is not data throughput.
     let setup = Instant::now();
-    let (bytes, started) = match mode {
+    let (bytes, started, setup_rss) = match mode {
         "store" => {
             let mut chunker = ChunkerParams::default();
             if let Some(size) = args.get(5) {
@@ -44,23 +50,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             };
             let repo = Repository::init(storage, options)?;
+            let setup_rss = reset_peak_rss();
             let started = Instant::now();
-            (store(&repo, &dir, channels)?, started)
+            (store(&repo, &dir, channels)?, started, setup_rss)
         }
         "restore" => {
             let repo = Repository::open(storage, Some(PASSWORD))?;
+            let setup_rss = reset_peak_rss();
             let started = Instant::now();
-            (restore(&repo, &dir, channels)?, started)
+            (restore(&repo, &dir, channels)?, started, setup_rss)
         }
         _ => return Err(usage.into()),
     };
     let secs = started.elapsed().as_secs_f64();
     let setup_secs = (started - setup).as_secs_f64();
+    let (setup_rss, data_rss) = (setup_rss.unwrap_or(0), peak_rss_kib().unwrap_or(0));
     println!(
-        "{{\"mode\":\"{mode}\",\"channels\":{channels},\"bytes\":{bytes},\"seconds\":{secs:.3},\"setup_seconds\":{setup_secs:.3},\"mb_per_s\":{:.1}}}",
+        "{{\"mode\":\"{mode}\",\"channels\":{channels},\"bytes\":{bytes},\"seconds\":{secs:.3},\"setup_seconds\":{setup_secs:.3},\"mb_per_s\":{:.1},\"setup_peak_rss_kib\":{setup_rss},\"data_peak_rss_kib\":{data_rss}}}",
         bytes as f64 / 1e6 / secs
     );
     Ok(())
+}
+
+/// Linux: the peak resident set size so far (VmHWM), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Linux: returns the peak RSS of the setup (the key derivation alone takes 64 MiB) and
+/// resets the peak, so that `data_peak_rss_kib` is the peak of storing or restoring. Note
+/// that the process's final maxrss (what GNU time reports) is then only the later peak.
+fn reset_peak_rss() -> Option<u64> {
+    let peak = peak_rss_kib();
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    peak
 }
 
 fn files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -107,6 +132,7 @@ fn store(
                         let (chunks, size) = writer
                             .store(&mut file, ChunkerKind::Fixed)
                             .map_err(|e| e.to_string())?;
+                        total.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                         let rel = path
                             .strip_prefix(root)
                             .map_err(|e| e.to_string())?
@@ -151,44 +177,17 @@ fn restore(
         entries.push(e);
         Ok(())
     })?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let total = std::sync::atomic::AtomicU64::new(0);
-    std::thread::scope(|s| -> Result<(), String> {
-        let handles: Vec<_> = (0..channels)
-            .map(|_| {
-                s.spawn(|| -> Result<(), String> {
-                    while let Some(e) =
-                        entries.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let path = out.join(&e.path);
-                        if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent)
-                                .map_err(|err| format!("{}: {err}", parent.display()))?;
-                        }
-                        let file = std::fs::File::create(&path)
-                            .map_err(|err| format!("{}: {err}", path.display()))?;
-                        let mut file = BufWriter::new(file);
-                        let n = repo
-                            .restore_file(&e.chunks, &mut file)
-                            .map_err(|err| format!("{}: {err}", e.path))?;
-                        // Dropping a BufWriter would swallow the error of its last write.
-                        file.flush()
-                            .map_err(|err| format!("{}: {err}", path.display()))?;
-                        if n != e.size {
-                            return Err(format!(
-                                "{}: restored {n} bytes, the manifest says {}",
-                                e.path, e.size
-                            ));
-                        }
-                        total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
+    // The library's parallel restore (what the engine uses): it flushes every file, checks
+    // its size against the entry, and returns the first error of any thread.
+    let total = repo.restore_files(&entries, channels, |e| {
+        let path = out.join(&e.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| RepoError::io(format!("creating {}", parent.display()), err))?;
+        }
+        let file = std::fs::File::create(&path)
+            .map_err(|err| RepoError::io(format!("creating {}", path.display()), err))?;
+        Ok(BufWriter::new(file))
     })?;
-    Ok(total.into_inner())
+    Ok(total)
 }

@@ -42,7 +42,7 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     pub fn validate(&self) -> Result<(), String> {
         let f = self.fixed_size;
-        if f == 0 || f % PAGE_SIZE != 0 || f > MAX_CHUNK {
+        if f == 0 || !f.is_multiple_of(PAGE_SIZE) || f > MAX_CHUNK {
             return Err(format!(
                 "fixed chunk size {f} must be a multiple of {PAGE_SIZE} up to {MAX_CHUNK}"
             ));

@@ -402,9 +402,14 @@ impl Repository {
         let written = parallel_map(entries, channels, |entry| {
             let mut out = open(entry)?;
             let n = self.restore_file(&entry.chunks, &mut out)?;
-            out.flush().map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
+            out.flush()
+                .map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
             if n != entry.size {
-                return Err(RepoError::damaged("manifest", entry.path.clone(), format!("restored {n} bytes, the entry says {}", entry.size)));
+                return Err(RepoError::damaged(
+                    "manifest",
+                    entry.path.clone(),
+                    format!("restored {n} bytes, the entry says {}", entry.size),
+                ));
             }
             Ok(n)
         })?;
@@ -495,16 +500,13 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
             });
         }
     });
-    let mut out = Vec::with_capacity(items.len());
-    for slot in results {
-        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(r) => out.push(r?),
-            None => {} // skipped after an earlier error, which is returned below
-        }
-    }
-    if out.len() == items.len() {
-        Ok(out)
-    } else {
-        Err(RepoError::Invalid("parallel work stopped early".into()))
+    // Work is handed out in order, so a skipped item always follows the error that stopped it.
+    let out = results
+        .into_iter()
+        .map_while(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect::<Result<Vec<R>>>()?;
+    match out.len() == items.len() {
+        true => Ok(out),
+        false => Err(RepoError::Invalid("parallel work stopped early".into())),
     }
 }

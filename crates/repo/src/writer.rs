@@ -450,7 +450,11 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
             .fetch_add(size, Ordering::Relaxed);
         // Visible to this writer's dedup at once; on storage once its index object is written
         // (every writer reloads the index from storage when it starts).
-        shared.index.write().unwrap_or_else(|e| e.into_inner()).add_pack(id, &blobs);
+        shared
+            .index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_pack(id, &blobs);
         lock(&shared.unindexed).0.push((id, blobs));
         if let Err(e) = write_index(shared, false) {
             fail(shared, e);

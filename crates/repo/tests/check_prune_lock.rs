@@ -22,26 +22,6 @@ fn first_object(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
     files.into_iter().next().expect("an object")
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn flip_byte(path: &std::path::Path, at: impl Fn(usize) -> usize) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let i = at(bytes.len());
-    bytes[i] ^= 0x04;
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn a_healthy_repository_checks_clean() {
     let dir = tempfile::tempdir().unwrap();

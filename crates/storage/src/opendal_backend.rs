@@ -42,14 +42,16 @@ const S3_PART_SIZE: usize = 8 * 1024 * 1024;
 ///   or after the server acknowledged the write (S3).
 /// * **`PutMode::Create`.** Local: atomic, exactly one of several concurrent creators
 ///   succeeds and the others get [`ErrorKind::AlreadyExists`]. S3: sent as a conditional
-///   write (`If-None-Match: *`), which AWS S3 and s3s-fs honour (HTTP 412 becomes
-///   `AlreadyExists`). If a server answers that conditional writes are not implemented, this
-///   storage falls back to stat-then-put from then on, which races: two concurrent creators
-///   may both succeed and the last one wins. That is harmless for content-addressed objects
-///   (both wrote the same bytes) but not for locks. A server that silently ignores the
-///   header behaves like `Overwrite`. Also, when a `Create` is retried after a network
-///   failure, the first attempt may have landed, so the retry reports `AlreadyExists` for an
-///   object this very call wrote.
+///   write (`If-None-Match: *`, also on multipart completion); HTTP 412 becomes
+///   `AlreadyExists`. AWS S3 evaluates it atomically. s3s-fs honours it but checks then
+///   writes, so creators racing on one key there may all succeed (last one wins); any
+///   later `Create` is refused. If a server answers that conditional writes are not
+///   implemented, this storage falls back to stat-then-put from then on, which races the
+///   same way: two concurrent creators may both succeed and the last one wins. That is
+///   harmless for content-addressed objects (both wrote the same bytes) but not for locks.
+///   A server that silently ignores the header behaves like `Overwrite`. Also, when a
+///   `Create` is retried after a network failure, the first attempt may have landed, so the
+///   retry reports `AlreadyExists` for an object this very call wrote.
 /// * **`delete`** of an absent object succeeds; on the local filesystem the removal is
 ///   fsynced too.
 /// * **`list`** streams (S3 pages of 1000 keys, directory by directory locally), recurses,
@@ -64,8 +66,9 @@ const S3_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Transient failures (connection errors, timeouts, HTTP 5xx/429) are retried
 /// [`StorageOptions::retries`] times with exponential backoff (100 ms doubling to at most
 /// 1 s, with jitter); each attempt is bounded by [`StorageOptions::timeout`] and each
-/// connection attempt by [`StorageOptions::connect_timeout`]. An endpoint that refuses
-/// connections therefore fails in about 2 s with [`ErrorKind::Unreachable`].
+/// connection attempt by [`StorageOptions::connect_timeout`]. Definite answers (404, 403,
+/// 412) are not retried. An endpoint that refuses connections fails in about 1 s (default
+/// 3 retries) with [`ErrorKind::Unreachable`].
 ///
 /// All methods block; call them from ordinary threads, never from inside an async runtime
 /// (that panics).
@@ -350,7 +353,7 @@ fn is_ip_or_localhost(endpoint: &str) -> bool {
 fn rejects_conditional(err: &opendal::Error) -> bool {
     err.kind() == opendal::ErrorKind::Unsupported
         || err.message().contains("NotImplemented")
-        || err.message().contains("501")
+        || err.to_string().contains("status: 501")
 }
 
 impl Storage for OpendalStorage {

@@ -10,9 +10,10 @@ use cairn_storage::{open, PutMode, Storage, StorageOptions, Throttled};
 const LIMIT: u64 = 4 << 20; // 4 MiB/s
 
 fn assert_about(took: Duration, expected: Duration) {
+    // Generous upper bound: the machine may be busy with other builds.
     let (low, high) = (
         expected.mul_f64(0.9),
-        expected.mul_f64(1.5) + Duration::from_millis(200),
+        expected.mul_f64(2.0) + Duration::from_millis(300),
     );
     assert!(
         took >= low && took <= high,

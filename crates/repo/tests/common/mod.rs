@@ -147,10 +147,14 @@ pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
         Ok(())
     })
     .expect("entries");
-    let outputs: Vec<std::sync::Mutex<Vec<u8>>> = entries.iter().map(|_| Default::default()).collect();
+    let outputs: Vec<std::sync::Mutex<Vec<u8>>> =
+        entries.iter().map(|_| Default::default()).collect();
     let total = repo
         .restore_files(&entries, 3, |e| {
-            let i = entries.iter().position(|x| x.path == e.path).expect("entry");
+            let i = entries
+                .iter()
+                .position(|x| x.path == e.path)
+                .expect("entry");
             Ok(Sink(&outputs[i]))
         })
         .expect("restore");
@@ -158,7 +162,10 @@ pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
     entries
         .into_iter()
         .zip(outputs)
-        .map(|(e, data)| StoredFile { path: e.path, data: data.into_inner().expect("lock") })
+        .map(|(e, data)| StoredFile {
+            path: e.path,
+            data: data.into_inner().expect("lock"),
+        })
         .collect()
 }
 
@@ -194,4 +201,26 @@ pub fn assert_same(a: &[StoredFile], b: &[StoredFile]) {
         assert_eq!(x.path, y.path);
         assert!(x.data == y.data, "content of {} differs", x.path);
     }
+}
+
+/// Every file below `dir`.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("dir entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Damages one byte of a stored object behind the repository's back.
+pub fn flip_byte(path: &std::path::Path, at: impl Fn(usize) -> usize) {
+    let mut bytes = std::fs::read(path).expect("read object");
+    let i = at(bytes.len());
+    bytes[i] ^= 0x04;
+    std::fs::write(path, bytes).expect("write object");
 }
