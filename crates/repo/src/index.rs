@@ -8,7 +8,6 @@ use crate::id::{ChunkId, Id};
 use crate::layout::{self, Kind};
 use crate::pack::BlobEntry;
 
-pub const INDEX_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
 
 /// The blobs of one pack, as an index object lists them.

@@ -11,6 +11,11 @@ use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::layout::{self, Kind};
 
+/// Upper bounds on Argon2id parameters a key object may ask for (docs/format.md §10).
+pub const MAX_KDF_MEMORY_KIB: u32 = 4 << 20;
+pub const MAX_KDF_ITERATIONS: u32 = 64;
+pub const MAX_KDF_PARALLELISM: u32 = 64;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFile {
@@ -85,6 +90,17 @@ impl KeyFile {
                 file.version, file.kdf
             )));
         }
+        // Anyone who can add objects could plant a key that makes every opener run out of memory.
+        let p = file.kdf_params;
+        if p.memory_kib > MAX_KDF_MEMORY_KIB
+            || p.iterations > MAX_KDF_ITERATIONS
+            || p.parallelism > MAX_KDF_PARALLELISM
+        {
+            return Err(damaged(format!(
+                "key derivation parameters out of bounds (memory {} KiB, iterations {}, parallelism {})",
+                p.memory_kib, p.iterations, p.parallelism
+            )));
+        }
         Ok(file)
     }
 
@@ -147,5 +163,24 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[20] ^= 1;
         assert!(KeyFile::parse(&id, &flipped).is_err());
+    }
+
+    #[test]
+    fn a_key_demanding_absurd_memory_is_refused_before_derivation() {
+        let (id, bytes) = KeyFile::create(
+            Id::random(),
+            Encryption::Aes256Gcm,
+            &MasterKey::random(),
+            b"pw",
+            FAST,
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"memory_kib\": 1024", "\"memory_kib\": 4294967295");
+        let id2 = Id::of_object(text.as_bytes());
+        assert_ne!(id, id2);
+        let err = KeyFile::parse(&id2, text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("out of bounds"), "{err}");
     }
 }

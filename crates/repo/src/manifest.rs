@@ -8,8 +8,6 @@ use crate::error::{RepoError, Result};
 use crate::id::{ChunkId, Id};
 use crate::layout::{self, Kind};
 
-pub const MANIFEST_VERSION: u8 = 1;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// What this manifest records, e.g. `backup`; readers skip kinds they do not know.
@@ -92,7 +90,25 @@ impl EntryParser {
 }
 
 fn parse_line(manifest: &Id, line: &[u8]) -> Result<FileEntry> {
-    serde_json::from_slice(line).map_err(|e| damaged(manifest, &format!("bad entry: {e}")))
+    let entry: FileEntry =
+        serde_json::from_slice(line).map_err(|e| damaged(manifest, &format!("bad entry: {e}")))?;
+    if !is_safe_path(&entry.path) {
+        return Err(damaged(
+            manifest,
+            &format!("entry path {:?} is not a plain relative path", entry.path),
+        ));
+    }
+    Ok(entry)
+}
+
+/// A relative path of plain components: what a restore may safely join to its target
+/// (no absolute paths, no `..`, nothing empty).
+pub fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn damaged(manifest: &Id, reason: &str) -> RepoError {
@@ -102,6 +118,25 @@ fn damaged(manifest: &Id, reason: &str) -> RepoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_that_would_escape_the_target_are_refused() {
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a//b", "", "./a", "a/"] {
+            assert!(!is_safe_path(bad), "{bad:?}");
+            let line = format!(
+                "{{\"path\":{},\"type\":\"file\",\"mode\":384,\"size\":0,\"mtime_ns\":0}}\n",
+                serde_json::json!(bad)
+            );
+            let mut parser = EntryParser::default();
+            assert!(
+                parser
+                    .push(&Id([0; 32]), line.as_bytes(), &mut Vec::new())
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(is_safe_path("base/1/1259") && is_safe_path("pg_wal/.keep") && is_safe_path("..a"));
+    }
 
     #[test]
     fn entries_survive_arbitrary_splits() {

@@ -9,6 +9,8 @@ use crate::layout::{self, Kind};
 /// The plaintext header: type, format version, codec of the body.
 const HEADER_LEN: usize = 3;
 const CODEC_ZSTD: u8 = 1;
+/// Index objects and manifests are both at version 1 in format version 1.
+pub const VERSION: u8 = 1;
 
 fn type_byte(kind: Kind) -> u8 {
     match kind {
@@ -19,16 +21,16 @@ fn type_byte(kind: Kind) -> u8 {
 }
 
 /// Builds the stored bytes of an object and its id.
-pub fn encode(crypto: &Crypto, kind: Kind, version: u8, body: &[u8]) -> Result<(Id, Vec<u8>)> {
-    let mut plain = vec![type_byte(kind), version, CODEC_ZSTD];
+pub fn encode(crypto: &Crypto, kind: Kind, body: &[u8]) -> Result<(Id, Vec<u8>)> {
+    let mut plain = vec![type_byte(kind), VERSION, CODEC_ZSTD];
     plain
         .extend(zstd::bulk::compress(body, 3).map_err(|e| RepoError::io("compressing object", e))?);
     let stored = crypto.seal(&plain);
     Ok((Id::of_object(&stored), stored))
 }
 
-/// Checks an object's name against its bytes, opens it, and returns (version, body).
-pub fn decode(crypto: &Crypto, kind: Kind, id: &Id, stored: &[u8]) -> Result<(u8, Vec<u8>)> {
+/// Checks an object's name against its bytes, opens it, and returns its body.
+pub fn decode(crypto: &Crypto, kind: Kind, id: &Id, stored: &[u8]) -> Result<Vec<u8>> {
     let path = layout::path(kind, id);
     let damaged = |reason: String| RepoError::damaged(kind.name(), path.clone(), reason);
     if Id::of_object(stored) != *id {
@@ -40,12 +42,15 @@ pub fn decode(crypto: &Crypto, kind: Kind, id: &Id, stored: &[u8]) -> Result<(u8
     if plain.len() < HEADER_LEN || plain[0] != type_byte(kind) {
         return Err(damaged("not an object of this type".into()));
     }
+    if plain[1] != VERSION {
+        return Err(damaged(format!("unknown object version {}", plain[1])));
+    }
     if plain[2] != CODEC_ZSTD {
         return Err(damaged(format!("unknown codec {}", plain[2])));
     }
     let body = zstd::stream::decode_all(&plain[HEADER_LEN..])
         .map_err(|e| damaged(format!("zstd: {e}")))?;
-    Ok((plain[1], body))
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -56,7 +61,7 @@ mod tests {
     #[test]
     fn round_trip_and_tamper_detection() {
         let crypto = Crypto::new(Encryption::ChaCha20Poly1305, &MasterKey::random());
-        let (id, mut stored) = encode(&crypto, Kind::Manifest, 1, b"{\"a\":1}").unwrap();
+        let (id, mut stored) = encode(&crypto, Kind::Manifest, b"{\"a\":1}").unwrap();
         assert_eq!(
             decode(&crypto, Kind::Manifest, &id, &stored).unwrap(),
             (1, b"{\"a\":1}".to_vec())

@@ -16,7 +16,7 @@ use crate::id::{ChunkId, Id};
 use crate::index::{self, Index, Location, PackBlobs};
 use crate::keys::KeyFile;
 use crate::layout::{self, Kind};
-use crate::manifest::{EntryParser, FileEntry, Manifest, MANIFEST_VERSION};
+use crate::manifest::{EntryParser, FileEntry, Manifest};
 use crate::object;
 use crate::pack;
 
@@ -279,7 +279,7 @@ impl Repository {
 
     pub(crate) fn read_index_object(&self, id: &Id) -> Result<(Id, Vec<PackBlobs>)> {
         let stored = self.storage.get(&layout::path(Kind::Index, id))?;
-        let (_, body) = object::decode(&self.crypto, Kind::Index, id, &stored)?;
+        let body = object::decode(&self.crypto, Kind::Index, id, &stored)?;
         Ok((*id, index::decode(id, &body)?))
     }
 
@@ -293,7 +293,7 @@ impl Repository {
 
     pub fn load_manifest(&self, id: &Id) -> Result<Manifest> {
         let stored = self.storage.get(&layout::path(Kind::Manifest, id))?;
-        let (_, body) = object::decode(&self.crypto, Kind::Manifest, id, &stored)?;
+        let body = object::decode(&self.crypto, Kind::Manifest, id, &stored)?;
         serde_json::from_slice(&body).map_err(|e| {
             RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string())
         })
@@ -301,7 +301,7 @@ impl Repository {
 
     pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<Id> {
         let body = serde_json::to_vec(manifest).unwrap_or_default();
-        let (id, stored) = object::encode(&self.crypto, Kind::Manifest, MANIFEST_VERSION, &body)?;
+        let (id, stored) = object::encode(&self.crypto, Kind::Manifest, &body)?;
         self.storage.put(
             &layout::path(Kind::Manifest, &id),
             Bytes::from(stored),
@@ -445,12 +445,7 @@ pub(crate) fn store_index(
     crypto: &Crypto,
     packs: &[PackBlobs],
 ) -> Result<Id> {
-    let (id, stored) = object::encode(
-        crypto,
-        Kind::Index,
-        index::INDEX_VERSION,
-        &index::encode(packs),
-    )?;
+    let (id, stored) = object::encode(crypto, Kind::Index, &index::encode(packs))?;
     put_immutable(storage, &layout::path(Kind::Index, &id), stored)?;
     Ok(id)
 }

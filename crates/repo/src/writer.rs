@@ -211,6 +211,12 @@ impl<'r> Writer<'r> {
 
     /// Adds an entry to this writer's manifest, in call order.
     pub fn add_entry(&self, entry: &FileEntry) -> Result<()> {
+        if !crate::manifest::is_safe_path(&entry.path) {
+            return Err(RepoError::Invalid(format!(
+                "entry path {:?} is not a plain relative path",
+                entry.path
+            )));
+        }
         let mut tree = lock(&self.tree);
         tree.entries += 1;
         tree.bytes += entry.size;
