@@ -34,12 +34,7 @@ pub struct Global {
 #[derive(Debug, Args)]
 pub struct RepoArgs {
     /// Repository: a local path or s3://bucket/prefix.
-    #[arg(
-        short = 'B',
-        long = "backup-path",
-        env = "BACKUP_PATH",
-        value_name = "PATH|URL"
-    )]
+    #[arg(short = 'B', long = "backup-path", env = "BACKUP_PATH", value_name = "PATH|URL")]
     pub backup_path: String,
     /// File holding the repository password (first line).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", value_name = "FILE")]

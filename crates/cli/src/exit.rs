@@ -19,10 +19,7 @@ pub fn code_of(error: &anyhow::Error) -> ExitCode {
     } else {
         "internal"
     };
-    ExitCode {
-        status: status_of(code),
-        code,
-    }
+    ExitCode { status: status_of(code), code }
 }
 
 /// The exit status for an error code.
@@ -32,11 +29,7 @@ pub fn status_of(code: &str) -> i32 {
         "repo-not-found" | "repo-exists" => 3,
         "password-required" | "wrong-password" => 4,
         "locked" => 5,
-        "storage-unreachable"
-        | "storage-denied"
-        | "storage-config"
-        | "storage"
-        | "object-exists" => 6,
+        "storage-unreachable" | "storage-denied" | "storage-config" | "storage" | "object-exists" => 6,
         "damaged" | "object-not-found" => 7,
         _ => 1,
     }
@@ -58,17 +51,9 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    UsageError {
-        code: "invalid-argument",
-        message: message.into(),
-    }
-    .into()
+    UsageError { code: "invalid-argument", message: message.into() }.into()
 }
 
 pub fn damaged(message: impl Into<String>) -> anyhow::Error {
-    UsageError {
-        code: "damaged",
-        message: message.into(),
-    }
-    .into()
+    UsageError { code: "damaged", message: message.into() }.into()
 }

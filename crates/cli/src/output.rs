@@ -14,10 +14,7 @@ pub fn print<T: Serialize>(format: Format, value: &T, plain: impl FnOnce() -> St
                 println!("{}", text.trim_end());
             }
         }
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
+        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
     }
 }
 
@@ -25,8 +22,7 @@ pub fn error(format: Format, error: &anyhow::Error, code: ExitCode) {
     match format {
         Format::Plain => eprintln!("cairn: error: {error:#}"),
         Format::Json => {
-            let doc =
-                serde_json::json!({"error": {"code": code.code, "message": format!("{error:#}")}});
+            let doc = serde_json::json!({"error": {"code": code.code, "message": format!("{error:#}")}});
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
     }

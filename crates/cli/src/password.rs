@@ -18,8 +18,8 @@ pub fn existing(file: Option<&Path>, location: &str) -> anyhow::Result<Option<Ve
     if !stdin_is_terminal() {
         return Ok(None);
     }
-    let p = rpassword::prompt_password(format!("password for {location}: "))
-        .context("reading the password")?;
+    let p =
+        rpassword::prompt_password(format!("password for {location}: ")).context("reading the password")?;
     Ok(Some(p.into_bytes()))
 }
 

@@ -15,9 +15,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { dir: tempfile::tempdir().unwrap() }
     }
 
     fn repo(&self) -> String {
@@ -48,12 +46,7 @@ fn cairn() -> Command {
 
 /// Runs `args`, expects exit status `status`, returns stdout parsed as JSON.
 fn json(args: &[&str], status: i32) -> Value {
-    let out = cairn()
-        .args(args)
-        .arg("--format")
-        .arg("json")
-        .output()
-        .unwrap();
+    let out = cairn().args(args).arg("--format").arg("json").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -69,59 +62,24 @@ fn error_code(v: &Value) -> &str {
 }
 
 fn init(env: &Env, pw: &Path) {
-    json(
-        &[
-            "init",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            pw.to_str().unwrap(),
-        ],
-        0,
-    );
+    json(&["init", "-B", &env.repo(), "--password-file", pw.to_str().unwrap()], 0);
 }
 
 #[test]
 fn init_check_and_keys_through_the_binary() {
     let env = Env::new();
     let pw = env.password_file("pw", "first secret");
-    let config = json(
-        &[
-            "init",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            pw.to_str().unwrap(),
-        ],
-        0,
-    );
+    let config = json(&["init", "-B", &env.repo(), "--password-file", pw.to_str().unwrap()], 0);
     assert_eq!(config["encryption"], "aes-256-gcm");
     assert_eq!(config["version"], 1);
 
     // Plain output for people.
-    let out = cairn()
-        .args([
-            "check",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            pw.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out =
+        cairn().args(["check", "-B", &env.repo(), "--password-file", pw.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no errors found"));
-    let report = json(
-        &[
-            "check",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--read-data",
-        ],
-        0,
-    );
+    let report =
+        json(&["check", "-B", &env.repo(), "--password-file", pw.to_str().unwrap(), "--read-data"], 0);
     assert_eq!(report["keys"], 1);
     assert_eq!(report["errors"].as_array().unwrap().len(), 0);
 
@@ -147,74 +105,26 @@ fn init_check_and_keys_through_the_binary() {
         .args(["key", "list", "--format", "json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    let current: Vec<&Value> = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["current"] == true)
-        .collect();
+    let current: Vec<&Value> = keys.as_array().unwrap().iter().filter(|k| k["current"] == true).collect();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0]["id"], added.as_str());
-    let first = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == false)
-        .unwrap()["id"]
+    let first = keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
 
     // Remove the first key while opened with the second; then the last one is refused.
-    json(
-        &[
-            "key",
-            "remove",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            second.to_str().unwrap(),
-            &first[..8],
-        ],
-        0,
-    );
-    let wrong = json(
-        &[
-            "check",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            pw.to_str().unwrap(),
-        ],
-        4,
-    );
+    json(&["key", "remove", "-B", &env.repo(), "--password-file", second.to_str().unwrap(), &first[..8]], 0);
+    let wrong = json(&["check", "-B", &env.repo(), "--password-file", pw.to_str().unwrap()], 4);
     assert_eq!(error_code(&wrong), "wrong-password");
     let refused = json(
-        &[
-            "key",
-            "remove",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            second.to_str().unwrap(),
-            &added[..8],
-        ],
+        &["key", "remove", "-B", &env.repo(), "--password-file", second.to_str().unwrap(), &added[..8]],
         2,
     );
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("last key"),
-        "{refused}"
-    );
+    assert!(refused["error"]["message"].as_str().unwrap().contains("last key"), "{refused}");
 }
 
 #[test]
@@ -225,24 +135,10 @@ fn bad_input_gets_a_clear_error_and_a_documented_exit_status() {
 
     let missing = json(&["check", "-B", &env.repo(), "--password-file", pw], 3);
     assert_eq!(error_code(&missing), "repo-not-found");
-    assert!(missing["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("cairn init"));
+    assert!(missing["error"]["message"].as_str().unwrap().contains("cairn init"));
 
     init(&env, Path::new(pw));
-    let again = json(
-        &[
-            "init",
-            "-B",
-            &env.repo(),
-            "--password-file",
-            pw,
-            "--encryption",
-            "none",
-        ],
-        3,
-    );
+    let again = json(&["init", "-B", &env.repo(), "--password-file", pw, "--encryption", "none"], 3);
     assert_eq!(error_code(&again), "repo-exists");
 
     // No password and no terminal to ask on.
@@ -268,43 +164,18 @@ fn bad_input_gets_a_clear_error_and_a_documented_exit_status() {
         6,
     );
     assert_eq!(error_code(&unreachable), "storage-unreachable");
-    assert!(
-        unreachable["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1:9"),
-        "{unreachable}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "gave up after {:?}",
-        started.elapsed()
-    );
+    assert!(unreachable["error"]["message"].as_str().unwrap().contains("127.0.0.1:9"), "{unreachable}");
+    assert!(started.elapsed() < Duration::from_secs(30), "gave up after {:?}", started.elapsed());
 
     let empty = env.password_file("empty", "");
-    let refused = json(
-        &[
-            "init",
-            "-B",
-            &format!("{}-2", env.repo()),
-            "--password-file",
-            empty.to_str().unwrap(),
-        ],
-        2,
-    );
+    let refused =
+        json(&["init", "-B", &format!("{}-2", env.repo()), "--password-file", empty.to_str().unwrap()], 2);
     assert_eq!(error_code(&refused), "invalid-argument");
-    assert!(!Path::new(&format!("{}-2", env.repo()))
-        .join("config")
-        .exists());
+    assert!(!Path::new(&format!("{}-2", env.repo())).join("config").exists());
 
     // The only key damaged: damage, not "wrong password".
     let keys = Path::new(&env.repo()).join("keys");
-    let key = std::fs::read_dir(&keys)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let key = std::fs::read_dir(&keys).unwrap().next().unwrap().unwrap().path();
     let mut bytes = std::fs::read(&key).unwrap();
     bytes[40] ^= 1;
     std::fs::write(&key, bytes).unwrap();
@@ -319,18 +190,7 @@ fn bad_input_gets_a_clear_error_and_a_documented_exit_status() {
 #[test]
 fn unencrypted_repository_prune_unlock_and_version() {
     let env = Env::new();
-    let config = json(
-        &[
-            "init",
-            "-B",
-            &env.repo(),
-            "--encryption",
-            "none",
-            "--compress-algorithm",
-            "lz4",
-        ],
-        0,
-    );
+    let config = json(&["init", "-B", &env.repo(), "--encryption", "none", "--compress-algorithm", "lz4"], 0);
     assert_eq!(config["encryption"], "none");
     assert_eq!(config["compression"]["algorithm"], "lz4");
     let pruned = json(&["prune", "-B", &env.repo(), "--dry-run"], 0);
@@ -340,10 +200,7 @@ fn unencrypted_repository_prune_unlock_and_version() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
     let lock = serde_json::json!({"exclusive": true, "host": host, "pid": pid, "user": "x",
         "created": "2026-01-01T00:00:00Z", "refreshed": "2026-01-01T00:00:00Z"});
     let locks = Path::new(&env.repo()).join("locks");
@@ -382,11 +239,7 @@ fn a_repository_on_s3() {
     init.args(["init", "-B", &url]);
     with_s3(&mut init);
     init.assert().success();
-    assert!(s3
-        .root_dir()
-        .join(s3.bucket())
-        .join("team/pg/config")
-        .exists());
+    assert!(s3.root_dir().join(s3.bucket()).join("team/pg/config").exists());
 
     let mut check = cairn();
     check.args(["check", "-B", &url, "--read-data"]);
@@ -402,16 +255,8 @@ fn a_repository_on_s3() {
     let mut denied = cairn();
     denied.args(["check", "-B", &url]);
     with_s3(&mut denied);
-    let out = denied
-        .env("AWS_SECRET_ACCESS_KEY", "wrong")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = denied.env("AWS_SECRET_ACCESS_KEY", "wrong").output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stdout));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(error_code(&v), "storage-denied");
 }

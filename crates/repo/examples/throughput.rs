@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cairn_repo::{
-    ChunkerKind, ChunkerParams, Encryption, EntryKind, FileEntry, InitOptions, RepoError,
-    Repository, Writer, WriterOptions,
+    ChunkerKind, ChunkerParams, Encryption, EntryKind, FileEntry, InitOptions, RepoError, Repository, Writer,
+    WriterOptions,
 };
 
 const PASSWORD: &[u8] = b"benchmark";
@@ -25,12 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: throughput store REPO DATA_DIR CHANNELS [CHUNK_SIZE] | restore REPO OUT_DIR CHANNELS";
     let (mode, repo_dir, dir, channels) = match args.as_slice() {
-        [_, mode, repo, dir, channels, ..] => (
-            mode.as_str(),
-            repo,
-            PathBuf::from(dir),
-            channels.parse::<usize>()?,
-        ),
+        [_, mode, repo, dir, channels, ..] => {
+            (mode.as_str(), repo, PathBuf::from(dir), channels.parse::<usize>()?)
+        }
         _ => return Err(usage.into()),
     };
     let storage = cairn_storage::open(repo_dir, &Default::default())?;
@@ -106,18 +103,8 @@ fn files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Stores every file, `channels` files at a time, as the engine will.
-fn store(
-    repo: &Repository,
-    root: &Path,
-    channels: usize,
-) -> Result<u64, Box<dyn std::error::Error>> {
-    let writer = Writer::new(
-        repo,
-        &WriterOptions {
-            channels,
-            ..Default::default()
-        },
-    )?;
+fn store(repo: &Repository, root: &Path, channels: usize) -> Result<u64, Box<dyn std::error::Error>> {
+    let writer = Writer::new(repo, &WriterOptions { channels, ..Default::default() })?;
     let paths = files(root)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let total = std::sync::atomic::AtomicU64::new(0);
@@ -125,13 +112,11 @@ fn store(
         let handles: Vec<_> = (0..channels)
             .map(|_| {
                 s.spawn(|| -> Result<(), String> {
-                    while let Some(path) =
-                        paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    while let Some(path) = paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                     {
                         let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-                        let (chunks, size) = writer
-                            .store(&mut file, ChunkerKind::Fixed)
-                            .map_err(|e| e.to_string())?;
+                        let (chunks, size) =
+                            writer.store(&mut file, ChunkerKind::Fixed).map_err(|e| e.to_string())?;
                         total.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                         let rel = path
                             .strip_prefix(root)
@@ -154,9 +139,7 @@ fn store(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "thread panicked".to_string())?)
     })?;
     let (_, stats) = writer.commit("bench", serde_json::Value::Null)?;
     eprintln!("{}", serde_json::to_string(&stats)?);
@@ -164,11 +147,7 @@ fn store(
     Ok(total.into_inner())
 }
 
-fn restore(
-    repo: &Repository,
-    out: &Path,
-    channels: usize,
-) -> Result<u64, Box<dyn std::error::Error>> {
+fn restore(repo: &Repository, out: &Path, channels: usize) -> Result<u64, Box<dyn std::error::Error>> {
     repo.load_index()?;
     let id = *repo.list_manifests()?.last().ok_or("no manifest")?;
     let manifest = repo.load_manifest(&id)?;

@@ -51,11 +51,7 @@ impl CheckReport {
     }
 
     fn problem(list: &mut Vec<Problem>, object: impl Into<String>, message: impl Into<String>) {
-        list.push(Problem {
-            object: object.into(),
-            message: message.into(),
-            affects: Vec::new(),
-        });
+        list.push(Problem { object: object.into(), message: message.into(), affects: Vec::new() });
     }
 }
 
@@ -75,11 +71,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     for id in list_ids(storage, Kind::Key)? {
         report.keys += 1;
         let path = layout::path(Kind::Key, &id);
-        if let Err(e) = storage
-            .get(&path)
-            .map_err(RepoError::from)
-            .and_then(|b| KeyFile::parse(&id, &b))
-        {
+        if let Err(e) = storage.get(&path).map_err(RepoError::from).and_then(|b| KeyFile::parse(&id, &b)) {
             CheckReport::problem(&mut report.errors, path, e.to_string());
         }
     }
@@ -92,9 +84,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
             Some(id) => {
                 sizes.insert(id, meta.size);
             }
-            None => {
-                CheckReport::problem(&mut report.warnings, meta.path, "not a pack file (ignored)")
-            }
+            None => CheckReport::problem(&mut report.warnings, meta.path, "not a pack file (ignored)"),
         }
     }
     report.packs = sizes.len();
@@ -109,33 +99,18 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
                     indexed.entry(pack).or_insert(blobs);
                 }
             }
-            Err(e) => CheckReport::problem(
-                &mut report.errors,
-                layout::path(Kind::Index, &id),
-                e.to_string(),
-            ),
+            Err(e) => CheckReport::problem(&mut report.errors, layout::path(Kind::Index, &id), e.to_string()),
         }
     }
     for pack in sizes.keys().filter(|p| !indexed.contains_key(p)) {
-        let message =
-            "pack is in no index (left by an interrupted write; 'cairn prune' removes it)";
-        CheckReport::problem(
-            &mut report.warnings,
-            layout::path(Kind::Pack, pack),
-            message,
-        );
+        let message = "pack is in no index (left by an interrupted write; 'cairn prune' removes it)";
+        CheckReport::problem(&mut report.warnings, layout::path(Kind::Pack, pack), message);
     }
 
     // Each indexed pack: present, and its header (with read_data, every blob) as indexed.
     let packs: Vec<(Id, Vec<BlobEntry>)> = indexed.into_iter().collect();
     let findings = parallel_map(&packs, options.channels.max(1), |(pack, blobs)| {
-        Ok(check_pack(
-            repo,
-            pack,
-            blobs,
-            sizes.get(pack).copied(),
-            options.read_data,
-        ))
+        Ok(check_pack(repo, pack, blobs, sizes.get(pack).copied(), options.read_data))
     })?;
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
     let mut pack_problems = Vec::new();
@@ -171,18 +146,13 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
             if !repo.index().contains(chunk) {
                 missing.push(format!("{what}: chunk {} is missing", chunk.short()));
             } else if let Some(&p) = bad_chunks.get(chunk) {
-                pack_problems[p]
-                    .affects
-                    .push(format!("manifest {} {what}", id.short()));
+                pack_problems[p].affects.push(format!("manifest {} {what}", id.short()));
             }
         };
         for c in &manifest.tree {
             note(c, "entry list");
         }
-        let tree_ok = manifest
-            .tree
-            .iter()
-            .all(|c| repo.index().contains(c) && !bad_chunks.contains_key(c));
+        let tree_ok = manifest.tree.iter().all(|c| repo.index().contains(c) && !bad_chunks.contains_key(c));
         if tree_ok {
             let walked = repo.for_each_entry(&id, &manifest, &mut |entry| {
                 let what = format!("file {}", entry.path);
@@ -216,18 +186,10 @@ fn check_pack(
     let all = || indexed.iter().map(|b| b.id).collect::<Vec<_>>();
     let found = |damaged: Vec<ChunkId>, message: String, read: u64| PackFinding {
         damaged,
-        problem: Some(Problem {
-            object: path.clone(),
-            message,
-            affects: Vec::new(),
-        }),
+        problem: Some(Problem { object: path.clone(), message, affects: Vec::new() }),
         read,
     };
-    let healthy = |read: u64| PackFinding {
-        damaged: Vec::new(),
-        problem: None,
-        read,
-    };
+    let healthy = |read: u64| PackFinding { damaged: Vec::new(), problem: None, read };
     let Some(size) = size else {
         return found(all(), "pack is named by the index but missing".into(), 0);
     };
@@ -249,19 +211,14 @@ fn check_pack(
             .iter()
             .filter(|b| {
                 let range = b.offset as usize..(b.offset + b.stored_len) as usize;
-                bytes
-                    .get(range)
-                    .is_none_or(|s| pack::open_blob(&repo.crypto, b, s).is_err())
+                bytes.get(range).is_none_or(|s| pack::open_blob(&repo.crypto, b, s).is_err())
             })
             .map(|b| b.id)
             .collect();
         let message = if bad.is_empty() {
             "content does not match its name (hash mismatch) in its header".to_string()
         } else {
-            format!(
-                "content does not match its name (hash mismatch): {} damaged blob(s)",
-                bad.len()
-            )
+            format!("content does not match its name (hash mismatch): {} damaged blob(s)", bad.len())
         };
         return found(if bad.is_empty() { all() } else { bad }, message, read);
     }
@@ -273,18 +230,10 @@ fn check_pack(
 }
 
 /// Reads just the header of a pack (two small ranged reads).
-pub(crate) fn read_pack_header(
-    repo: &Repository,
-    pack_id: &Id,
-    size: u64,
-) -> Result<Vec<BlobEntry>> {
+pub(crate) fn read_pack_header(repo: &Repository, pack_id: &Id, size: u64) -> Result<Vec<BlobEntry>> {
     let path = layout::path(Kind::Pack, pack_id);
-    let last4 = repo
-        .storage
-        .get_range(&path, size.saturating_sub(4)..size)?;
+    let last4 = repo.storage.get_range(&path, size.saturating_sub(4)..size)?;
     let header_len = pack::header_len(pack_id, size, &last4)?;
-    let sealed = repo
-        .storage
-        .get_range(&path, size - 4 - header_len..size - 4)?;
+    let sealed = repo.storage.get_range(&path, size - 4 - header_len..size - 4)?;
     pack::parse_header(&repo.crypto, pack_id, size, &sealed)
 }

@@ -30,12 +30,7 @@ pub const MAX_CHUNK: u32 = 16 << 20;
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams {
-            fixed_size: 128 << 10,
-            cdc_min: 128 << 10,
-            cdc_avg: 512 << 10,
-            cdc_max: 2 << 20,
-        }
+        ChunkerParams { fixed_size: 128 << 10, cdc_min: 128 << 10, cdc_avg: 512 << 10, cdc_max: 2 << 20 }
     }
 }
 
@@ -43,9 +38,7 @@ impl ChunkerParams {
     pub fn validate(&self) -> Result<(), String> {
         let f = self.fixed_size;
         if f == 0 || !f.is_multiple_of(PAGE_SIZE) || f > MAX_CHUNK {
-            return Err(format!(
-                "fixed chunk size {f} must be a multiple of {PAGE_SIZE} up to {MAX_CHUNK}"
-            ));
+            return Err(format!("fixed chunk size {f} must be a multiple of {PAGE_SIZE} up to {MAX_CHUNK}"));
         }
         let (min, avg, max) = (self.cdc_min, self.cdc_avg, self.cdc_max);
         // FastCDC's own limits.
@@ -133,17 +126,10 @@ pub struct CdcStream {
 
 impl CdcStream {
     pub fn new(params: ChunkerParams) -> Self {
-        CdcStream {
-            params,
-            pending: Vec::new(),
-        }
+        CdcStream { params, pending: Vec::new() }
     }
 
-    pub fn push(
-        &mut self,
-        data: &[u8],
-        emit: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
-    ) -> io::Result<()> {
+    pub fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(Vec<u8>) -> io::Result<()>) -> io::Result<()> {
         self.pending.extend_from_slice(data);
         if self.pending.len() < 2 * self.params.cdc_max as usize {
             return Ok(());
@@ -180,12 +166,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams {
-            fixed_size: 8192,
-            cdc_min: 256,
-            cdc_avg: 1024,
-            cdc_max: 4096,
-        }
+        ChunkerParams { fixed_size: 8192, cdc_min: 256, cdc_avg: 1024, cdc_max: 4096 }
     }
 
     fn chunks(data: &[u8], kind: ChunkerKind, params: &ChunkerParams) -> Vec<Vec<u8>> {
@@ -241,10 +222,7 @@ mod tests {
     fn fixed_chunks_are_page_aligned() {
         let data = pseudo_random(8192 * 5 + 100, 7);
         let parts = chunks(&data, ChunkerKind::Fixed, &small());
-        assert_eq!(
-            parts.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![8192, 8192, 8192, 8192, 8192, 100]
-        );
+        assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), vec![8192, 8192, 8192, 8192, 8192, 100]);
     }
 
     #[test]
@@ -255,27 +233,13 @@ mod tests {
         let a = chunks(&data, ChunkerKind::ContentDefined, &small());
         let b = chunks(&edited, ChunkerKind::ContentDefined, &small());
         let shared = a.iter().filter(|c| b.contains(c)).count();
-        assert!(
-            shared + 3 >= a.len(),
-            "only {shared} of {} chunks survived",
-            a.len()
-        );
+        assert!(shared + 3 >= a.len(), "only {shared} of {} chunks survived", a.len());
     }
 
     #[test]
     fn params_are_validated() {
         assert!(ChunkerParams::default().validate().is_ok());
-        assert!(ChunkerParams {
-            fixed_size: 1000,
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
-        assert!(ChunkerParams {
-            cdc_min: 1 << 21,
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
+        assert!(ChunkerParams { fixed_size: 1000, ..Default::default() }.validate().is_err());
+        assert!(ChunkerParams { cdc_min: 1 << 21, ..Default::default() }.validate().is_err());
     }
 }

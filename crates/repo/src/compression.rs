@@ -51,9 +51,7 @@ impl Compression {
             ("lz4", None) => Ok(Compression::Lz4),
             ("none", None) => Ok(Compression::None),
             ("lz4" | "none", Some(_)) => Err(format!("{algorithm} takes no compression level")),
-            (other, _) => Err(format!(
-                "unknown compression '{other}': use zstd, lz4 or none"
-            )),
+            (other, _) => Err(format!("unknown compression '{other}': use zstd, lz4 or none")),
         }
     }
 }
@@ -95,15 +93,10 @@ pub fn decompress(codec: Codec, data: &[u8], raw_len: usize) -> Result<Vec<u8>, 
     let out = match codec {
         Codec::Raw => data.to_vec(),
         Codec::Zstd => zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?,
-        Codec::Lz4 => {
-            lz4_flex::block::decompress(data, raw_len).map_err(|e| format!("lz4: {e}"))?
-        }
+        Codec::Lz4 => lz4_flex::block::decompress(data, raw_len).map_err(|e| format!("lz4: {e}"))?,
     };
     if out.len() != raw_len {
-        return Err(format!(
-            "decompressed to {} bytes, expected {raw_len}",
-            out.len()
-        ));
+        return Err(format!("decompressed to {} bytes, expected {raw_len}", out.len()));
     }
     Ok(out)
 }
@@ -126,15 +119,9 @@ mod tests {
     #[test]
     fn incompressible_data_is_stored_raw() {
         let data: Vec<u8> = (0..4096).map(|_| rand::random()).collect();
-        assert!(Compressor::new(Compression::Zstd { level: 1 })
-            .unwrap()
-            .compress(&data)
-            .is_none());
+        assert!(Compressor::new(Compression::Zstd { level: 1 }).unwrap().compress(&data).is_none());
         let zeros = vec![0u8; 4096];
-        let (codec, out) = Compressor::new(Compression::Lz4)
-            .unwrap()
-            .compress(&zeros)
-            .unwrap();
+        let (codec, out) = Compressor::new(Compression::Lz4).unwrap().compress(&zeros).unwrap();
         assert_eq!(codec, Codec::Lz4);
         assert!(out.len() < 100);
     }
@@ -143,9 +130,6 @@ mod tests {
     fn parse_rejects_nonsense() {
         assert!(Compression::parse("gzip", None).is_err());
         assert!(Compression::parse("zstd", Some(40)).is_err());
-        assert_eq!(
-            Compression::parse("zstd", Some(9)).unwrap(),
-            Compression::Zstd { level: 9 }
-        );
+        assert_eq!(Compression::parse("zstd", Some(9)).unwrap(), Compression::Zstd { level: 9 });
     }
 }

@@ -44,10 +44,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.chunker.validate()?;
         if !(1 << 20..=1 << 30).contains(&self.pack_size) {
-            return Err(format!(
-                "pack size {} must be between 1 MiB and 1 GiB",
-                self.pack_size
-            ));
+            return Err(format!("pack size {} must be between 1 MiB and 1 GiB", self.pack_size));
         }
         Ok(())
     }

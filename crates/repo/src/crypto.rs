@@ -26,9 +26,7 @@ impl Encryption {
             "none" => Ok(Encryption::None),
             "aes-256-gcm" | "aes" => Ok(Encryption::Aes256Gcm),
             "chacha20-poly1305" | "chacha20" => Ok(Encryption::ChaCha20Poly1305),
-            other => Err(format!(
-                "unknown encryption '{other}': use aes-256-gcm, chacha20-poly1305 or none"
-            )),
+            other => Err(format!("unknown encryption '{other}': use aes-256-gcm, chacha20-poly1305 or none")),
         }
     }
 
@@ -56,10 +54,7 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn random() -> MasterKey {
-        MasterKey {
-            data_key: rand::random(),
-            id_key: rand::random(),
-        }
+        MasterKey { data_key: rand::random(), id_key: rand::random() }
     }
 }
 
@@ -89,25 +84,16 @@ pub struct OpenError;
 
 impl Crypto {
     pub fn none() -> Crypto {
-        Crypto {
-            aead: None,
-            id_key: None,
-        }
+        Crypto { aead: None, id_key: None }
     }
 
     pub fn new(encryption: Encryption, key: &MasterKey) -> Crypto {
-        Crypto {
-            aead: aead(encryption, &key.data_key),
-            id_key: Some(key.id_key),
-        }
+        Crypto { aead: aead(encryption, &key.data_key), id_key: Some(key.id_key) }
     }
 
     /// A cipher keyed directly (used to wrap the master key with the passphrase-derived key).
     pub fn wrapping(encryption: Encryption, kek: &[u8; 32]) -> Crypto {
-        Crypto {
-            aead: aead(encryption, kek),
-            id_key: None,
-        }
+        Crypto { aead: aead(encryption, kek), id_key: None }
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -133,12 +119,8 @@ impl Crypto {
         let body = &mut out[NONCE_LEN..];
         // Encryption of an in-memory buffer below 64 GiB cannot fail.
         let tag = match aead {
-            Aead::Aes(c) => c
-                .encrypt_in_place_detached((&nonce).into(), b"", body)
-                .map(|t| t.to_vec()),
-            Aead::ChaCha(c) => c
-                .encrypt_in_place_detached((&nonce).into(), b"", body)
-                .map(|t| t.to_vec()),
+            Aead::Aes(c) => c.encrypt_in_place_detached((&nonce).into(), b"", body).map(|t| t.to_vec()),
+            Aead::ChaCha(c) => c.encrypt_in_place_detached((&nonce).into(), b"", body).map(|t| t.to_vec()),
         }
         .unwrap_or_default();
         out.extend_from_slice(&tag);
@@ -160,9 +142,7 @@ impl Crypto {
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError)?;
         match aead {
             Aead::Aes(c) => c.decrypt_in_place_detached(nonce.into(), b"", &mut plain, tag.into()),
-            Aead::ChaCha(c) => {
-                c.decrypt_in_place_detached(nonce.into(), b"", &mut plain, tag.into())
-            }
+            Aead::ChaCha(c) => c.decrypt_in_place_detached(nonce.into(), b"", &mut plain, tag.into()),
         }
         .map_err(|_| OpenError)?;
         Ok(plain)
@@ -182,9 +162,9 @@ fn aead(encryption: Encryption, key: &[u8; 32]) -> Option<Aead> {
     match encryption {
         Encryption::None => None,
         Encryption::Aes256Gcm => Some(Aead::Aes(Box::new(aes_gcm::Aes256Gcm::new(key.into())))),
-        Encryption::ChaCha20Poly1305 => Some(Aead::ChaCha(Box::new(
-            chacha20poly1305::ChaCha20Poly1305::new(key.into()),
-        ))),
+        Encryption::ChaCha20Poly1305 => {
+            Some(Aead::ChaCha(Box::new(chacha20poly1305::ChaCha20Poly1305::new(key.into()))))
+        }
     }
 }
 
@@ -199,28 +179,17 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes: about a quarter of a second here, costly for a guesser.
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
 /// The key-encryption key: Argon2id(passphrase, salt) -> 32 bytes.
 pub fn derive_kek(password: &[u8], salt: &[u8], params: KdfParams) -> Result<[u8; 32], String> {
-    let p = argon2::Params::new(
-        params.memory_kib,
-        params.iterations,
-        params.parallelism,
-        Some(32),
-    )
-    .map_err(|e| format!("invalid key derivation parameters: {e}"))?;
+    let p = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
+        .map_err(|e| format!("invalid key derivation parameters: {e}"))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| format!("key derivation failed: {e}"))?;
+    argon.hash_password_into(password, salt, &mut out).map_err(|e| format!("key derivation failed: {e}"))?;
     Ok(out)
 }
 
@@ -231,10 +200,7 @@ mod tests {
 
     fn both() -> [Crypto; 2] {
         let key = MasterKey::random();
-        [
-            Crypto::new(Encryption::Aes256Gcm, &key),
-            Crypto::new(Encryption::ChaCha20Poly1305, &key),
-        ]
+        [Crypto::new(Encryption::Aes256Gcm, &key), Crypto::new(Encryption::ChaCha20Poly1305, &key)]
     }
 
     proptest! {
@@ -265,20 +231,13 @@ mod tests {
         assert_ne!(c.seal(b"same"), c.seal(b"same"));
         let other = Crypto::new(Encryption::Aes256Gcm, &MasterKey::random());
         assert_ne!(c.chunk_id(b"same"), other.chunk_id(b"same"));
-        assert_eq!(
-            Crypto::none().chunk_id(b"x").0,
-            *blake3::hash(b"x").as_bytes()
-        );
+        assert_eq!(Crypto::none().chunk_id(b"x").0, *blake3::hash(b"x").as_bytes());
         assert_eq!(Crypto::none().seal(b"x"), b"x");
     }
 
     #[test]
     fn kdf_is_deterministic_per_salt() {
-        let p = KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let p = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
         let a = derive_kek(b"pw", b"saltsaltsaltsalt", p).unwrap();
         assert_eq!(a, derive_kek(b"pw", b"saltsaltsaltsalt", p).unwrap());
         assert_ne!(a, derive_kek(b"pw", b"saltsaltsaltsal2", p).unwrap());

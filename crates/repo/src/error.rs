@@ -13,11 +13,7 @@ pub enum RepoError {
     #[error("wrong password: none of the {keys} key(s) of {location} opens with it")]
     WrongPassword { location: String, keys: usize },
     #[error("damaged {what} {path}: {reason}")]
-    Damaged {
-        what: &'static str,
-        path: String,
-        reason: String,
-    },
+    Damaged { what: &'static str, path: String, reason: String },
     #[error("the repository is locked by {holder}; if that process is gone, run 'cairn unlock'")]
     Locked { holder: String },
     #[error("{0}")]
@@ -25,26 +21,16 @@ pub enum RepoError {
     #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
 }
 
 impl RepoError {
     pub fn damaged(what: &'static str, path: impl Into<String>, reason: impl Into<String>) -> Self {
-        RepoError::Damaged {
-            what,
-            path: path.into(),
-            reason: reason.into(),
-        }
+        RepoError::Damaged { what, path: path.into(), reason: reason.into() }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        RepoError::Io {
-            context: context.into(),
-            source,
-        }
+        RepoError::Io { context: context.into(), source }
     }
 
     /// The stable code of this kind of error (docs/errors.md).

@@ -32,8 +32,7 @@ pub fn encode(packs: &[PackBlobs]) -> Vec<u8> {
 }
 
 pub fn decode(index_id: &Id, body: &[u8]) -> Result<Vec<PackBlobs>> {
-    let damaged =
-        |reason: &str| RepoError::damaged("index", layout::path(Kind::Index, index_id), reason);
+    let damaged = |reason: &str| RepoError::damaged("index", layout::path(Kind::Index, index_id), reason);
     let mut packs = Vec::new();
     let mut rest = body;
     let take_id = |b: &[u8]| {
@@ -176,11 +175,7 @@ mod tests {
         index.add_pack(Id([1; 32]), &[entry(5, 0), entry(6, 105)]);
         index.add_pack(Id([2; 32]), &[entry(5, 0)]);
         assert_eq!(index.get(&Id([6; 32])).unwrap().pack, Id([1; 32]));
-        assert_eq!(
-            index.get(&Id([5; 32])).unwrap().pack,
-            Id([1; 32]),
-            "first location wins"
-        );
+        assert_eq!(index.get(&Id([5; 32])).unwrap().pack, Id([1; 32]), "first location wins");
         assert_eq!((index.chunk_count(), index.pack_count()), (2, 2));
         assert!(!index.contains(&Id([9; 32])));
     }

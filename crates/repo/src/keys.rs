@@ -79,16 +79,11 @@ impl KeyFile {
         let path = layout::path(Kind::Key, id);
         let damaged = |reason: String| RepoError::damaged("key", path.clone(), reason);
         if Id::of_object(bytes) != *id {
-            return Err(damaged(
-                "content does not match its name (hash mismatch)".into(),
-            ));
+            return Err(damaged("content does not match its name (hash mismatch)".into()));
         }
         let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
         if file.version != 1 || file.kdf != "argon2id" {
-            return Err(damaged(format!(
-                "unsupported key version {} / kdf {}",
-                file.version, file.kdf
-            )));
+            return Err(damaged(format!("unsupported key version {} / kdf {}", file.version, file.kdf)));
         }
         // Anyone who can add objects could plant a key that makes every opener run out of memory.
         let p = file.kdf_params;
@@ -105,12 +100,7 @@ impl KeyFile {
     }
 
     /// The master key, or `None` if `password` is not this key's passphrase.
-    pub fn unwrap_master(
-        &self,
-        id: &Id,
-        password: &[u8],
-        repository_id: &Id,
-    ) -> Result<Option<MasterKey>> {
+    pub fn unwrap_master(&self, id: &Id, password: &[u8], repository_id: &Id) -> Result<Option<MasterKey>> {
         let path = layout::path(Kind::Key, id);
         let damaged = |reason: String| RepoError::damaged("key", path.clone(), reason);
         let salt = B64.decode(&self.salt).map_err(|e| damaged(e.to_string()))?;
@@ -119,8 +109,7 @@ impl KeyFile {
         let Ok(plain) = Crypto::wrapping(self.cipher, &kek).open(&sealed) else {
             return Ok(None);
         };
-        let payload: MasterPayload =
-            serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
+        let payload: MasterPayload = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
         if payload.repository_id != *repository_id {
             return Err(damaged("the key belongs to another repository".into()));
         }
@@ -130,10 +119,7 @@ impl KeyFile {
                 .and_then(|v| v.try_into().ok())
                 .ok_or_else(|| damaged("master key has the wrong length".into()))
         };
-        Ok(Some(MasterKey {
-            data_key: key32(&payload.data_key)?,
-            id_key: key32(&payload.id_key)?,
-        }))
+        Ok(Some(MasterKey { data_key: key32(&payload.data_key)?, id_key: key32(&payload.id_key)? }))
     }
 }
 
@@ -141,23 +127,15 @@ impl KeyFile {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
 
     #[test]
     fn wraps_and_unwraps_only_with_the_right_password() {
         let repo = Id::random();
         let master = MasterKey::random();
-        let (id, bytes) =
-            KeyFile::create(repo, Encryption::Aes256Gcm, &master, b"secret", FAST).unwrap();
+        let (id, bytes) = KeyFile::create(repo, Encryption::Aes256Gcm, &master, b"secret", FAST).unwrap();
         let file = KeyFile::parse(&id, &bytes).unwrap();
-        assert_eq!(
-            file.unwrap_master(&id, b"secret", &repo).unwrap(),
-            Some(master)
-        );
+        assert_eq!(file.unwrap_master(&id, b"secret", &repo).unwrap(), Some(master));
         assert_eq!(file.unwrap_master(&id, b"Secret", &repo).unwrap(), None);
         assert!(file.unwrap_master(&id, b"secret", &Id::random()).is_err());
         let mut flipped = bytes.clone();
@@ -167,17 +145,10 @@ mod tests {
 
     #[test]
     fn a_key_demanding_absurd_memory_is_refused_before_derivation() {
-        let (id, bytes) = KeyFile::create(
-            Id::random(),
-            Encryption::Aes256Gcm,
-            &MasterKey::random(),
-            b"pw",
-            FAST,
-        )
-        .unwrap();
-        let text = String::from_utf8(bytes)
-            .unwrap()
-            .replace("\"memory_kib\": 1024", "\"memory_kib\": 4294967295");
+        let (id, bytes) =
+            KeyFile::create(Id::random(), Encryption::Aes256Gcm, &MasterKey::random(), b"pw", FAST).unwrap();
+        let text =
+            String::from_utf8(bytes).unwrap().replace("\"memory_kib\": 1024", "\"memory_kib\": 4294967295");
         let id2 = Id::of_object(text.as_bytes());
         assert_ne!(id, id2);
         let err = KeyFile::parse(&id2, text.as_bytes()).unwrap_err();

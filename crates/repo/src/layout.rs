@@ -73,13 +73,7 @@ mod tests {
     #[test]
     fn paths_round_trip() {
         let id = Id::of_object(b"x");
-        for kind in [
-            Kind::Key,
-            Kind::Pack,
-            Kind::Index,
-            Kind::Manifest,
-            Kind::Lock,
-        ] {
+        for kind in [Kind::Key, Kind::Pack, Kind::Index, Kind::Manifest, Kind::Lock] {
             assert_eq!(id_of(kind, &path(kind, &id)), Some(id));
         }
         assert!(path(Kind::Pack, &id).starts_with(&format!("data/{}/", &id.to_hex()[..2])));

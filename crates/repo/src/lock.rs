@@ -52,11 +52,7 @@ impl LockInfo {
     }
 
     pub fn describe(&self) -> String {
-        let kind = if self.exclusive {
-            "exclusive"
-        } else {
-            "shared"
-        };
+        let kind = if self.exclusive { "exclusive" } else { "shared" };
         format!(
             "{kind} lock of pid {} on {} (user {}) since {}",
             self.pid,
@@ -84,11 +80,7 @@ impl LockGuard {
         let id = Id::random();
         let path = layout::path(Kind::Lock, &id);
         let info = LockInfo::new(exclusive);
-        storage.put(
-            &path,
-            Bytes::from(serde_json::to_vec(&info).unwrap_or_default()),
-            PutMode::Overwrite,
-        )?;
+        storage.put(&path, Bytes::from(serde_json::to_vec(&info).unwrap_or_default()), PutMode::Overwrite)?;
         // Someone may have locked between our look and our write: look again, and back off.
         if let Err(e) = check_conflicts(storage.as_ref(), exclusive, Some(&id)) {
             let _ = storage.delete(&path);
@@ -116,13 +108,7 @@ impl LockGuard {
                 }
             })
         };
-        Ok(LockGuard {
-            storage,
-            path,
-            lost,
-            stop: Some(stop),
-            refresher: Some(refresher),
-        })
+        Ok(LockGuard { storage, path, lost, stop: Some(stop), refresher: Some(refresher) })
     }
 
     /// Fails if the lock was removed by another process while held.
@@ -180,9 +166,7 @@ fn check_conflicts(storage: &dyn Storage, exclusive: bool, own: Option<&Id>) -> 
             storage.delete(&layout::path(Kind::Lock, &id))?;
             continue;
         }
-        return Err(RepoError::Locked {
-            holder: info.describe(),
-        });
+        return Err(RepoError::Locked { holder: info.describe() });
     }
     Ok(())
 }
@@ -209,13 +193,10 @@ pub fn hostname() -> String {
 }
 
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
 }
 
 fn process_alive(pid: u32) -> bool {
     // Where /proc is missing we cannot tell, so we assume the holder lives.
-    !std::path::Path::new("/proc/self").exists()
-        || std::path::Path::new(&format!("/proc/{pid}")).exists()
+    !std::path::Path::new("/proc/self").exists() || std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

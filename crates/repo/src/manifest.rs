@@ -81,10 +81,7 @@ impl EntryParser {
         if self.partial.is_empty() {
             Ok(())
         } else {
-            Err(damaged(
-                manifest,
-                "entry stream ends in the middle of an entry",
-            ))
+            Err(damaged(manifest, "entry stream ends in the middle of an entry"))
         }
     }
 }
@@ -93,10 +90,7 @@ fn parse_line(manifest: &Id, line: &[u8]) -> Result<FileEntry> {
     let entry: FileEntry =
         serde_json::from_slice(line).map_err(|e| damaged(manifest, &format!("bad entry: {e}")))?;
     if !is_safe_path(&entry.path) {
-        return Err(damaged(
-            manifest,
-            &format!("entry path {:?} is not a plain relative path", entry.path),
-        ));
+        return Err(damaged(manifest, &format!("entry path {:?} is not a plain relative path", entry.path)));
     }
     Ok(entry)
 }
@@ -106,9 +100,7 @@ fn parse_line(manifest: &Id, line: &[u8]) -> Result<FileEntry> {
 pub fn is_safe_path(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\0')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn damaged(manifest: &Id, reason: &str) -> RepoError {
@@ -128,12 +120,7 @@ mod tests {
                 serde_json::json!(bad)
             );
             let mut parser = EntryParser::default();
-            assert!(
-                parser
-                    .push(&Id([0; 32]), line.as_bytes(), &mut Vec::new())
-                    .is_err(),
-                "{bad:?}"
-            );
+            assert!(parser.push(&Id([0; 32]), line.as_bytes(), &mut Vec::new()).is_err(), "{bad:?}");
         }
         assert!(is_safe_path("base/1/1259") && is_safe_path("pg_wal/.keep") && is_safe_path("..a"));
     }

@@ -23,8 +23,7 @@ fn type_byte(kind: Kind) -> u8 {
 /// Builds the stored bytes of an object and its id.
 pub fn encode(crypto: &Crypto, kind: Kind, body: &[u8]) -> Result<(Id, Vec<u8>)> {
     let mut plain = vec![type_byte(kind), VERSION, CODEC_ZSTD];
-    plain
-        .extend(zstd::bulk::compress(body, 3).map_err(|e| RepoError::io("compressing object", e))?);
+    plain.extend(zstd::bulk::compress(body, 3).map_err(|e| RepoError::io("compressing object", e))?);
     let stored = crypto.seal(&plain);
     Ok((Id::of_object(&stored), stored))
 }
@@ -34,9 +33,7 @@ pub fn decode(crypto: &Crypto, kind: Kind, id: &Id, stored: &[u8]) -> Result<Vec
     let path = layout::path(kind, id);
     let damaged = |reason: String| RepoError::damaged(kind.name(), path.clone(), reason);
     if Id::of_object(stored) != *id {
-        return Err(damaged(
-            "content does not match its name (hash mismatch)".into(),
-        ));
+        return Err(damaged("content does not match its name (hash mismatch)".into()));
     }
     let plain = crypto.open(stored).map_err(|e| damaged(e.to_string()))?;
     if plain.len() < HEADER_LEN || plain[0] != type_byte(kind) {
@@ -48,8 +45,7 @@ pub fn decode(crypto: &Crypto, kind: Kind, id: &Id, stored: &[u8]) -> Result<Vec
     if plain[2] != CODEC_ZSTD {
         return Err(damaged(format!("unknown codec {}", plain[2])));
     }
-    let body = zstd::stream::decode_all(&plain[HEADER_LEN..])
-        .map_err(|e| damaged(format!("zstd: {e}")))?;
+    let body = zstd::stream::decode_all(&plain[HEADER_LEN..]).map_err(|e| damaged(format!("zstd: {e}")))?;
     Ok(body)
 }
 
@@ -62,10 +58,7 @@ mod tests {
     fn round_trip_and_tamper_detection() {
         let crypto = Crypto::new(Encryption::ChaCha20Poly1305, &MasterKey::random());
         let (id, mut stored) = encode(&crypto, Kind::Manifest, b"{\"a\":1}").unwrap();
-        assert_eq!(
-            decode(&crypto, Kind::Manifest, &id, &stored).unwrap(),
-            b"{\"a\":1}".to_vec()
-        );
+        assert_eq!(decode(&crypto, Kind::Manifest, &id, &stored).unwrap(), b"{\"a\":1}".to_vec());
         assert!(decode(&crypto, Kind::Index, &id, &stored).is_err());
         stored[5] ^= 1;
         let err = decode(&crypto, Kind::Manifest, &id, &stored).unwrap_err();

@@ -29,10 +29,7 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
-        PackBuilder {
-            data: Vec::with_capacity(bytes),
-            entries: Vec::new(),
-        }
+        PackBuilder { data: Vec::with_capacity(bytes), entries: Vec::new() }
     }
 
     pub fn add(&mut self, id: ChunkId, codec: Codec, raw_len: u32, sealed: &[u8]) {
@@ -93,48 +90,28 @@ pub fn header_len(pack_id: &Id, size: u64, last4: &[u8]) -> Result<u64> {
 }
 
 /// Opens a sealed header and checks that its blobs fill the pack of `size` bytes exactly.
-pub fn parse_header(
-    crypto: &Crypto,
-    pack_id: &Id,
-    size: u64,
-    sealed: &[u8],
-) -> Result<Vec<BlobEntry>> {
-    let header = crypto
-        .open(sealed)
-        .map_err(|_| damaged(pack_id, "header fails authentication"))?;
+pub fn parse_header(crypto: &Crypto, pack_id: &Id, size: u64, sealed: &[u8]) -> Result<Vec<BlobEntry>> {
+    let header = crypto.open(sealed).map_err(|_| damaged(pack_id, "header fails authentication"))?;
     if header.len() < 5 || header[0] != HEADER_VERSION {
         return Err(damaged(pack_id, "unknown header version"));
     }
     let count = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
     if header.len() != 5 + count * ENTRY_LEN {
-        return Err(damaged(
-            pack_id,
-            "header length does not match its blob count",
-        ));
+        return Err(damaged(pack_id, "header length does not match its blob count"));
     }
     let mut entries = Vec::with_capacity(count);
     let mut offset = 0u64;
     for raw in header[5..].chunks_exact(ENTRY_LEN) {
         let u32_at = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
-        let codec =
-            Codec::from_byte(raw[32]).ok_or_else(|| damaged(pack_id, "unknown blob codec"))?;
+        let codec = Codec::from_byte(raw[32]).ok_or_else(|| damaged(pack_id, "unknown blob codec"))?;
         let stored_len = u32_at(33);
         let mut id = [0u8; 32];
         id.copy_from_slice(&raw[..32]);
-        entries.push(BlobEntry {
-            id: Id(id),
-            codec,
-            offset: offset as u32,
-            stored_len,
-            raw_len: u32_at(37),
-        });
+        entries.push(BlobEntry { id: Id(id), codec, offset: offset as u32, stored_len, raw_len: u32_at(37) });
         offset += stored_len as u64;
     }
     if offset + sealed.len() as u64 + 4 != size {
-        return Err(damaged(
-            pack_id,
-            "blobs and header disagree on the pack's length",
-        ));
+        return Err(damaged(pack_id, "blobs and header disagree on the pack's length"));
     }
     Ok(entries)
 }
@@ -164,12 +141,7 @@ mod tests {
         let mut pack = PackBuilder::default();
         let chunks: Vec<Vec<u8>> = vec![b"alpha".to_vec(), vec![7u8; 3000], Vec::new()];
         for c in &chunks {
-            pack.add(
-                crypto.chunk_id(c),
-                Codec::Raw,
-                c.len() as u32,
-                &crypto.seal(c),
-            );
+            pack.add(crypto.chunk_id(c), Codec::Raw, c.len() as u32, &crypto.seal(c));
         }
         let (id, bytes, entries) = pack.finish(&crypto);
         assert_eq!(read_header(&crypto, &id, &bytes).unwrap(), entries);

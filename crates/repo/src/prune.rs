@@ -61,20 +61,13 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     let mut keep: Vec<PackBlobs> = Vec::new();
     let mut repack: Vec<PackBlobs> = Vec::new();
     let mut delete: Vec<Id> = Vec::new();
-    let mut summary = PruneSummary {
-        packs: sizes.len(),
-        dry_run: options.dry_run,
-        ..Default::default()
-    };
+    let mut summary = PruneSummary { packs: sizes.len(), dry_run: options.dry_run, ..Default::default() };
     for (pack, blobs) in &packs {
         if !sizes.contains_key(pack) {
             continue; // missing: a used chunk only there is caught below
         }
-        let wanted: Vec<BlobEntry> = blobs
-            .iter()
-            .filter(|b| used.contains(&b.id) && kept_chunks.insert(b.id))
-            .copied()
-            .collect();
+        let wanted: Vec<BlobEntry> =
+            blobs.iter().filter(|b| used.contains(&b.id) && kept_chunks.insert(b.id)).copied().collect();
         summary.blobs_removed += blobs.len() - wanted.len();
         if wanted.len() == blobs.len() {
             keep.push((*pack, wanted));
@@ -97,11 +90,7 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     summary.packs_repacked = repack.len();
     summary.bytes_before = sizes.values().sum();
     let kept_bytes: u64 = keep.iter().map(|(p, _)| sizes[p]).sum();
-    let repacked_bytes: u64 = repack
-        .iter()
-        .flat_map(|(_, b)| b.iter())
-        .map(|b| b.stored_len as u64)
-        .sum();
+    let repacked_bytes: u64 = repack.iter().flat_map(|(_, b)| b.iter()).map(|b| b.stored_len as u64).sum();
     if options.dry_run {
         summary.bytes_after = kept_bytes + repacked_bytes;
         return Ok(summary);
@@ -121,14 +110,9 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     for (pack, wanted) in &repack {
         let bytes = storage.get(&layout::path(Kind::Pack, pack))?;
         for b in wanted {
-            let sealed = bytes
-                .get(b.offset as usize..(b.offset + b.stored_len) as usize)
-                .ok_or_else(|| {
-                    RepoError::damaged(
-                        "pack",
-                        layout::path(Kind::Pack, pack),
-                        "shorter than its index says",
-                    )
+            let sealed =
+                bytes.get(b.offset as usize..(b.offset + b.stored_len) as usize).ok_or_else(|| {
+                    RepoError::damaged("pack", layout::path(Kind::Pack, pack), "shorter than its index says")
                 })?;
             builder.add(b.id, b.codec, b.raw_len, sealed);
             if builder.len() >= repo.config.pack_size as usize {

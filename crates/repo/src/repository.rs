@@ -92,21 +92,12 @@ impl Repository {
             (_, None) => return Err(RepoError::PasswordRequired { location }),
             (encryption, Some(password)) => {
                 let master = MasterKey::random();
-                let (key_id, bytes) =
-                    KeyFile::create(config.id, encryption, &master, password, options.kdf)?;
-                storage.put(
-                    &layout::path(Kind::Key, &key_id),
-                    Bytes::from(bytes),
-                    PutMode::Create,
-                )?;
+                let (key_id, bytes) = KeyFile::create(config.id, encryption, &master, password, options.kdf)?;
+                storage.put(&layout::path(Kind::Key, &key_id), Bytes::from(bytes), PutMode::Create)?;
                 (Crypto::new(encryption, &master), Some((key_id, master)))
             }
         };
-        if let Err(e) = storage.put(
-            layout::CONFIG,
-            Bytes::from(config.to_bytes()),
-            PutMode::Create,
-        ) {
+        if let Err(e) = storage.put(layout::CONFIG, Bytes::from(config.to_bytes()), PutMode::Create) {
             if let Some((key_id, _)) = &master {
                 let _ = storage.delete(&layout::path(Kind::Key, key_id));
             }
@@ -115,13 +106,7 @@ impl Repository {
                 _ => e.into(),
             });
         }
-        Ok(Repository {
-            storage,
-            config,
-            crypto,
-            master,
-            index: Default::default(),
-        })
+        Ok(Repository { storage, config, crypto, master, index: Default::default() })
     }
 
     /// Opens a repository; `password` is needed when it is encrypted.
@@ -136,8 +121,7 @@ impl Repository {
         if config.encryption == Encryption::None {
             // A config downgraded to "none" must not make writers store plaintext.
             if storage.list(layout::KEYS).next().is_some() {
-                let reason =
-                    "says encryption none, but the repository has keys: the config was altered";
+                let reason = "says encryption none, but the repository has keys: the config was altered";
                 return Err(RepoError::damaged("config", layout::CONFIG, reason));
             }
             return Ok(Repository {
@@ -148,9 +132,7 @@ impl Repository {
                 index: Default::default(),
             });
         }
-        let password = password.ok_or(RepoError::PasswordRequired {
-            location: location.clone(),
-        })?;
+        let password = password.ok_or(RepoError::PasswordRequired { location: location.clone() })?;
         let keys = list_ids(storage.as_ref(), Kind::Key)?;
         let mut damaged = None;
         for key_id in &keys {
@@ -163,13 +145,7 @@ impl Repository {
                 Ok(Some(master)) => {
                     let crypto = Crypto::new(config.encryption, &master);
                     let master = Some((*key_id, master));
-                    return Ok(Repository {
-                        storage,
-                        config,
-                        crypto,
-                        master,
-                        index: Default::default(),
-                    });
+                    return Ok(Repository { storage, config, crypto, master, index: Default::default() });
                 }
                 Ok(None) => {}
                 Err(e) => damaged = Some(e),
@@ -178,10 +154,7 @@ impl Repository {
         // A damaged key that might have been the right one matters more than "wrong password".
         match damaged {
             Some(e) if keys.len() == 1 => Err(e),
-            _ => Err(RepoError::WrongPassword {
-                location,
-                keys: keys.len(),
-            }),
+            _ => Err(RepoError::WrongPassword { location, keys: keys.len() }),
         }
     }
 
@@ -202,13 +175,7 @@ impl Repository {
         for id in list_ids(self.storage.as_ref(), Kind::Key)? {
             let file = KeyFile::parse(&id, &self.storage.get(&layout::path(Kind::Key, &id))?)?;
             let current = self.master.as_ref().is_some_and(|(k, _)| *k == id);
-            out.push(KeyInfo {
-                id,
-                created: file.created,
-                host: file.host,
-                user: file.user,
-                current,
-            });
+            out.push(KeyInfo { id, created: file.created, host: file.host, user: file.user, current });
         }
         out.sort_by_key(|k| k.created);
         Ok(out)
@@ -216,21 +183,12 @@ impl Repository {
 
     /// Adds a key object wrapping the master key with `password`.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
-        let (_, master) = self.master.as_ref().ok_or_else(|| {
-            RepoError::Invalid("the repository is not encrypted, so it has no keys".into())
-        })?;
-        let (id, bytes) = KeyFile::create(
-            self.config.id,
-            self.config.encryption,
-            master,
-            password,
-            kdf,
-        )?;
-        self.storage.put(
-            &layout::path(Kind::Key, &id),
-            Bytes::from(bytes),
-            PutMode::Create,
-        )?;
+        let (_, master) = self
+            .master
+            .as_ref()
+            .ok_or_else(|| RepoError::Invalid("the repository is not encrypted, so it has no keys".into()))?;
+        let (id, bytes) = KeyFile::create(self.config.id, self.config.encryption, master, password, kdf)?;
+        self.storage.put(&layout::path(Kind::Key, &id), Bytes::from(bytes), PutMode::Create)?;
         Ok(id)
     }
 
@@ -240,8 +198,7 @@ impl Repository {
         let id = resolve_prefix(&keys, prefix, "key")?;
         if keys.len() == 1 {
             return Err(RepoError::Invalid(
-                "refusing to remove the last key: the repository could never be opened again"
-                    .into(),
+                "refusing to remove the last key: the repository could never be opened again".into(),
             ));
         }
         if self.master.as_ref().is_some_and(|(k, _)| *k == id) {
@@ -294,19 +251,14 @@ impl Repository {
     pub fn load_manifest(&self, id: &Id) -> Result<Manifest> {
         let stored = self.storage.get(&layout::path(Kind::Manifest, id))?;
         let body = object::decode(&self.crypto, Kind::Manifest, id, &stored)?;
-        serde_json::from_slice(&body).map_err(|e| {
-            RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string())
-        })
+        serde_json::from_slice(&body)
+            .map_err(|e| RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string()))
     }
 
     pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<Id> {
         let body = serde_json::to_vec(manifest).unwrap_or_default();
         let (id, stored) = object::encode(&self.crypto, Kind::Manifest, &body)?;
-        self.storage.put(
-            &layout::path(Kind::Manifest, &id),
-            Bytes::from(stored),
-            PutMode::Create,
-        )?;
+        self.storage.put(&layout::path(Kind::Manifest, &id), Bytes::from(stored), PutMode::Create)?;
         Ok(id)
     }
 
@@ -342,22 +294,16 @@ impl Repository {
         let loc = self.locate(chunk)?;
         let b = &loc.blob;
         let path = layout::path(Kind::Pack, &loc.pack);
-        let stored = self
-            .storage
-            .get_range(&path, b.offset as u64..(b.offset + b.stored_len) as u64)?;
-        pack::open_blob(&self.crypto, b, &stored).map_err(|reason| {
-            RepoError::damaged("blob", format!("{path} chunk {}", chunk.short()), reason)
-        })
+        let stored = self.storage.get_range(&path, b.offset as u64..(b.offset + b.stored_len) as u64)?;
+        pack::open_blob(&self.crypto, b, &stored)
+            .map_err(|reason| RepoError::damaged("blob", format!("{path} chunk {}", chunk.short()), reason))
     }
 
     /// Writes the content of `chunks` to `out`, in order. Neighbouring blobs of one pack are
     /// fetched with a single ranged read.
     pub fn restore_file(&self, chunks: &[ChunkId], out: &mut dyn Write) -> Result<u64> {
         const MAX_RUN: u64 = 16 << 20;
-        let locations = chunks
-            .iter()
-            .map(|c| self.locate(c))
-            .collect::<Result<Vec<_>>>()?;
+        let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
         let mut written = 0u64;
         let mut i = 0;
         while i < locations.len() {
@@ -378,12 +324,10 @@ impl Repository {
             for loc in &locations[i..j] {
                 let b = &loc.blob;
                 let at = (b.offset as u64 - start) as usize;
-                let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize])
-                    .map_err(|reason| {
-                        RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason)
-                    })?;
-                out.write_all(&chunk)
-                    .map_err(|e| RepoError::io("writing restored data", e))?;
+                let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize]).map_err(
+                    |reason| RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason),
+                )?;
+                out.write_all(&chunk).map_err(|e| RepoError::io("writing restored data", e))?;
                 written += chunk.len() as u64;
             }
             i = j;
@@ -402,8 +346,7 @@ impl Repository {
         let written = parallel_map(entries, channels, |entry| {
             let mut out = open(entry)?;
             let n = self.restore_file(&entry.chunks, &mut out)?;
-            out.flush()
-                .map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
+            out.flush().map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
             if n != entry.size {
                 return Err(RepoError::damaged(
                     "manifest",
@@ -440,11 +383,7 @@ pub(crate) fn list_ids(storage: &dyn Storage, kind: Kind) -> Result<Vec<Id>> {
 }
 
 /// Stores an index object naming `packs`.
-pub(crate) fn store_index(
-    storage: &dyn Storage,
-    crypto: &Crypto,
-    packs: &[PackBlobs],
-) -> Result<Id> {
+pub(crate) fn store_index(storage: &dyn Storage, crypto: &Crypto, packs: &[PackBlobs]) -> Result<Id> {
     let (id, stored) = object::encode(crypto, Kind::Index, &index::encode(packs))?;
     put_immutable(storage, &layout::path(Kind::Index, &id), stored)?;
     Ok(id)
@@ -459,16 +398,11 @@ pub(crate) fn put_immutable(storage: &dyn Storage, path: &str, bytes: Vec<u8>) -
 }
 
 pub(crate) fn resolve_prefix(ids: &[Id], prefix: &str, what: &str) -> Result<Id> {
-    let matches: Vec<&Id> = ids
-        .iter()
-        .filter(|id| id.to_hex().starts_with(&prefix.to_lowercase()))
-        .collect();
+    let matches: Vec<&Id> = ids.iter().filter(|id| id.to_hex().starts_with(&prefix.to_lowercase())).collect();
     match matches.as_slice() {
         [one] if !prefix.is_empty() => Ok(**one),
         [] | [_] => Err(RepoError::Invalid(format!("no {what} with id '{prefix}'"))),
-        _ => Err(RepoError::Invalid(format!(
-            "{what} id '{prefix}' is ambiguous: give more digits"
-        ))),
+        _ => Err(RepoError::Invalid(format!("{what} id '{prefix}' is ambiguous: give more digits"))),
     }
 }
 

@@ -44,11 +44,7 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions {
-            channels: 1,
-            compression: None,
-            index_every_packs: 16,
-        }
+        WriterOptions { channels: 1, compression: None, index_every_packs: 16 }
     }
 }
 
@@ -138,10 +134,7 @@ impl std::fmt::Debug for Job {
 impl<'r> Writer<'r> {
     pub fn new(repo: &'r Repository, options: &WriterOptions) -> Result<Writer<'r>> {
         if !(1..=255).contains(&options.channels) {
-            return Err(RepoError::Invalid(format!(
-                "{} channels: choose 1 to 255",
-                options.channels
-            )));
+            return Err(RepoError::Invalid(format!("{} channels: choose 1 to 255", options.channels)));
         }
         let lock = LockGuard::acquire(repo.storage.clone(), false)?;
         repo.load_index()?;
@@ -165,21 +158,14 @@ impl<'r> Writer<'r> {
         let (uploads, upload_rx) = bounded::<PackBuilder>(channels);
         let mut threads = Vec::new();
         for _ in 0..channels {
-            let compressor = Compressor::new(compression)
-                .map_err(|e| RepoError::io("starting a compressor", e))?;
+            let compressor =
+                Compressor::new(compression).map_err(|e| RepoError::io("starting a compressor", e))?;
             let (worker_shared, rx) = (shared.clone(), job_rx.clone());
-            threads.push(std::thread::spawn(move || {
-                work(&worker_shared, compressor, &rx)
-            }));
+            threads.push(std::thread::spawn(move || work(&worker_shared, compressor, &rx)));
             let (uploader_shared, rx) = (shared.clone(), upload_rx.clone());
             threads.push(std::thread::spawn(move || upload(&uploader_shared, &rx)));
         }
-        let tree = Tree {
-            cdc: CdcStream::new(config.chunker),
-            chunks: Vec::new(),
-            entries: 0,
-            bytes: 0,
-        };
+        let tree = Tree { cdc: CdcStream::new(config.chunker), chunks: Vec::new(), entries: 0, bytes: 0 };
         Ok(Writer {
             repo,
             shared,
@@ -199,9 +185,7 @@ impl<'r> Writer<'r> {
         let mut stream = self.stream();
         let chunker = self.shared.chunker;
         let read = chunk_reader(source, kind, &chunker, &mut |chunk| {
-            stream
-                .push(chunk)
-                .map_err(|e| std::io::Error::other(e.to_string()))
+            stream.push(chunk).map_err(|e| std::io::Error::other(e.to_string()))
         });
         let chunks = stream.finish()?;
         let read = read.map_err(|e| RepoError::io("reading data to store", e))?;
@@ -236,12 +220,7 @@ impl<'r> Writer<'r> {
     pub fn commit(mut self, kind: &str, meta: serde_json::Value) -> Result<(Id, WriteStats)> {
         let tree = std::mem::replace(
             &mut *lock(&self.tree),
-            Tree {
-                cdc: CdcStream::new(self.shared.chunker),
-                chunks: Vec::new(),
-                entries: 0,
-                bytes: 0,
-            },
+            Tree { cdc: CdcStream::new(self.shared.chunker), chunks: Vec::new(), entries: 0, bytes: 0 },
         );
         let mut rest = Vec::new();
         tree.cdc
@@ -300,12 +279,7 @@ impl<'r> Writer<'r> {
 
     fn stream(&self) -> Stream<'_, 'r> {
         let pack = lock(&self.packs).pop().unwrap_or_default();
-        Stream {
-            writer: self,
-            pack: Some(pack),
-            waiting: VecDeque::new(),
-            ids: Vec::new(),
-        }
+        Stream { writer: self, pack: Some(pack), waiting: VecDeque::new(), ids: Vec::new() }
     }
 
     fn check_failure(&self) -> Result<()> {
@@ -352,11 +326,7 @@ struct Stream<'w, 'r> {
 impl Stream<'_, '_> {
     fn push(&mut self, data: Vec<u8>) -> Result<()> {
         let (reply, rx) = bounded(1);
-        let jobs = self
-            .writer
-            .jobs
-            .as_ref()
-            .ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
+        let jobs = self.writer.jobs.as_ref().ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
         jobs.send(Job { data, reply }).map_err(|_| self.closed())?;
         self.waiting.push_back(rx);
         // Keep enough chunks in flight to feed every worker; take results in order.
@@ -417,11 +387,7 @@ fn work(shared: &Shared, mut compressor: Compressor, jobs: &Receiver<Job>) {
         let c = &shared.counters;
         c.chunks.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len, Ordering::Relaxed);
-        let known = shared
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id);
+        let known = shared.index.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
         let blob = if !known && lock(&shared.claimed).insert(id) {
             c.new_chunks.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(len, Ordering::Relaxed);
@@ -441,26 +407,15 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
     for pack in packs {
         let (id, bytes, blobs) = pack.finish(&shared.crypto);
         let size = bytes.len() as u64;
-        if let Err(e) = put_immutable(
-            shared.storage.as_ref(),
-            &layout::path(Kind::Pack, &id),
-            bytes,
-        ) {
+        if let Err(e) = put_immutable(shared.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes) {
             fail(shared, e);
             continue;
         }
         shared.counters.packs.fetch_add(1, Ordering::Relaxed);
-        shared
-            .counters
-            .stored_bytes
-            .fetch_add(size, Ordering::Relaxed);
+        shared.counters.stored_bytes.fetch_add(size, Ordering::Relaxed);
         // Visible to this writer's dedup at once; on storage once its index object is written
         // (every writer reloads the index from storage when it starts).
-        shared
-            .index
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .add_pack(id, &blobs);
+        shared.index.write().unwrap_or_else(|e| e.into_inner()).add_pack(id, &blobs);
         lock(&shared.unindexed).0.push((id, blobs));
         if let Err(e) = write_index(shared, false) {
             fail(shared, e);
@@ -473,8 +428,7 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
 fn write_index(shared: &Shared, all: bool) -> Result<()> {
     let packs = {
         let mut unindexed = lock(&shared.unindexed);
-        let due =
-            unindexed.0.len() >= shared.index_every_packs || unindexed.1.elapsed() >= INDEX_EVERY;
+        let due = unindexed.0.len() >= shared.index_every_packs || unindexed.1.elapsed() >= INDEX_EVERY;
         if unindexed.0.is_empty() || !(all || due) {
             return Ok(());
         }
@@ -497,9 +451,7 @@ impl Shared {
             return Ok(());
         }
         Err(lock(&self.failure).take().unwrap_or_else(|| {
-            RepoError::Invalid(
-                "an earlier storage error stopped this writer; nothing was recorded".into(),
-            )
+            RepoError::Invalid("an earlier storage error stopped this writer; nothing was recorded".into())
         }))
     }
 }

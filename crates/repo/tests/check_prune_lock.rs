@@ -10,10 +10,7 @@ use cairn_storage::{PutMode, Storage};
 use common::*;
 
 fn read_data() -> CheckOptions {
-    CheckOptions {
-        read_data: true,
-        channels: 2,
-    }
+    CheckOptions { read_data: true, channels: 2 }
 }
 
 fn first_object(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
@@ -48,19 +45,9 @@ fn a_flipped_byte_in_a_pack_is_found_and_named_by_file() {
     let report = check(&repo, &read_data()).unwrap();
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     let problem = &report.errors[0];
-    assert!(problem
-        .object
-        .ends_with(pack.file_name().unwrap().to_str().unwrap()));
-    assert!(
-        problem.message.contains("1 damaged blob"),
-        "{}",
-        problem.message
-    );
-    assert!(
-        problem.affects.iter().any(|a| a.contains("file base/5/")),
-        "{:?}",
-        problem.affects
-    );
+    assert!(problem.object.ends_with(pack.file_name().unwrap().to_str().unwrap()));
+    assert!(problem.message.contains("1 damaged blob"), "{}", problem.message);
+    assert!(problem.affects.iter().any(|a| a.contains("file base/5/")), "{:?}", problem.affects);
 }
 
 #[test]
@@ -70,11 +57,7 @@ fn a_damaged_pack_header_is_found_without_reading_data() {
     backup(&repo, &sample_files(2, 5), 1);
     flip_byte(&first_object(dir.path(), "data"), |len| len - 8);
     let report = check(&repo, &CheckOptions::default()).unwrap();
-    assert!(
-        report.errors.iter().any(|p| p.message.contains("header")),
-        "{:?}",
-        report.errors
-    );
+    assert!(report.errors.iter().any(|p| p.message.contains("header")), "{:?}", report.errors);
 }
 
 #[test]
@@ -88,23 +71,13 @@ fn damaged_index_manifest_and_key_objects_are_found() {
         let mut victims = walk(&dir.path().join(prefix));
         victims.sort();
         // Damage a key other than the one we open with, so the repository still opens.
-        let victim = victims
-            .into_iter()
-            .find(|p| !p.ends_with(spare.to_hex()) || prefix != "keys")
-            .unwrap();
-        let victim = if prefix == "keys" {
-            dir.path().join("keys").join(spare.to_hex())
-        } else {
-            victim
-        };
+        let victim = victims.into_iter().find(|p| !p.ends_with(spare.to_hex()) || prefix != "keys").unwrap();
+        let victim = if prefix == "keys" { dir.path().join("keys").join(spare.to_hex()) } else { victim };
         flip_byte(&victim, |len| len / 2);
         let report = check(&reopen(storage), &read_data()).unwrap();
         let name = victim.file_name().unwrap().to_str().unwrap();
         assert!(
-            report
-                .errors
-                .iter()
-                .any(|p| p.object.ends_with(name) && p.object.starts_with(prefix)),
+            report.errors.iter().any(|p| p.object.ends_with(name) && p.object.starts_with(prefix)),
             "{prefix}: {:?}",
             report.errors
         );
@@ -118,10 +91,7 @@ fn the_only_key_damaged_is_reported_as_damage_not_a_wrong_password() {
     init(storage.clone(), Encryption::Aes256Gcm);
     flip_byte(&first_object(dir.path(), "keys"), |len| len / 2);
     let err = Repository::open(storage, Some(PASSWORD)).unwrap_err();
-    assert!(
-        matches!(err, RepoError::Damaged { what: "key", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, RepoError::Damaged { what: "key", .. }), "{err}");
 }
 
 #[test]
@@ -132,10 +102,7 @@ fn prune_removes_only_what_no_manifest_needs() {
     let old = sample_files(6, 7);
     let (old_id, _) = backup(&repo, &old, 2);
     let mut new: Vec<StoredFile> = sample_files(6, 7).into_iter().skip(3).collect();
-    new.push(StoredFile {
-        path: "base/5/new".into(),
-        data: pagey(300_000, 99),
-    });
+    new.push(StoredFile { path: "base/5/new".into(), data: pagey(300_000, 99) });
     let (new_id, _) = backup(&repo, &new, 2);
 
     let dry = prune(&repo, &PruneOptions { dry_run: true }).unwrap();
@@ -150,31 +117,16 @@ fn prune_removes_only_what_no_manifest_needs() {
     let before = listing(storage.as_ref());
     let dry = prune(&repo, &PruneOptions { dry_run: true }).unwrap();
     assert!(dry.blobs_removed > 0 && dry.dry_run);
-    assert_eq!(
-        listing(storage.as_ref()),
-        before,
-        "a dry run changes nothing"
-    );
+    assert_eq!(listing(storage.as_ref()), before, "a dry run changes nothing");
 
     let done = prune(&repo, &PruneOptions::default()).unwrap();
     assert_eq!(done.blobs_removed, dry.blobs_removed);
     assert!(done.bytes_after < done.bytes_before, "{done:?}");
     let fresh = reopen(storage.clone());
-    let report = check(&fresh, &read_data()).unwrap();
-    assert!(
-        report.is_ok() && report.warnings.is_empty(),
-        "{:?} {:?}",
-        report.errors,
-        report.warnings
-    );
+    assert_checks_clean(&fresh);
     assert_same(&restore(&fresh, &new_id), &new);
     // Nothing left to remove.
-    assert_eq!(
-        prune(&fresh, &PruneOptions::default())
-            .unwrap()
-            .blobs_removed,
-        0
-    );
+    assert_eq!(prune(&fresh, &PruneOptions::default()).unwrap().blobs_removed, 0);
 }
 
 #[test]
@@ -183,23 +135,10 @@ fn prune_repacks_partly_used_packs() {
     let storage = fs_storage(dir.path());
     let repo = init(storage.clone(), Encryption::ChaCha20Poly1305);
     // One writer puts both files' chunks into shared packs; then one manifest goes.
-    let keep = StoredFile {
-        path: "keep".into(),
-        data: pagey(150_000, 1),
-    };
-    let drop = StoredFile {
-        path: "drop".into(),
-        data: pagey(150_000, 2),
-    };
+    let keep = StoredFile { path: "keep".into(), data: pagey(150_000, 1) };
+    let drop = StoredFile { path: "drop".into(), data: pagey(150_000, 2) };
     let (both, _) = backup(&repo, &[keep, drop], 1);
-    let (kept, _) = backup(
-        &repo,
-        &[StoredFile {
-            path: "keep".into(),
-            data: pagey(150_000, 1),
-        }],
-        1,
-    );
+    let (kept, _) = backup(&repo, &[StoredFile { path: "keep".into(), data: pagey(150_000, 1) }], 1);
     storage.delete(&format!("manifests/{both}")).unwrap();
     let s = prune(&repo, &PruneOptions::default()).unwrap();
     assert!(s.packs_repacked >= 1 && s.packs_written >= 1, "{s:?}");
@@ -226,24 +165,9 @@ fn prune_removes_packs_left_by_an_interrupted_write() {
         .unwrap();
     let report = check(&repo, &CheckOptions::default()).unwrap();
     assert!(report.is_ok());
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.message.contains("in no index")),
-        "{:?}",
-        report.warnings
-    );
-    assert_eq!(
-        prune(&repo, &PruneOptions::default())
-            .unwrap()
-            .packs_deleted,
-        1
-    );
-    assert!(check(&repo, &CheckOptions::default())
-        .unwrap()
-        .warnings
-        .is_empty());
+    assert!(report.warnings.iter().any(|w| w.message.contains("in no index")), "{:?}", report.warnings);
+    assert_eq!(prune(&repo, &PruneOptions::default()).unwrap().packs_deleted, 1);
+    assert!(check(&repo, &CheckOptions::default()).unwrap().warnings.is_empty());
     assert_same(&restore(&repo, &id), &sample_files(2, 8));
 }
 
@@ -257,26 +181,14 @@ fn an_exclusive_lock_excludes_everyone_and_shared_locks_coexist() {
         let _b = LockGuard::acquire(storage.clone(), false).unwrap();
         let err = prune(&repo, &PruneOptions::default()).unwrap_err();
         assert!(matches!(err, RepoError::Locked { .. }), "{err}");
-        assert!(err
-            .to_string()
-            .contains(&format!("pid {}", std::process::id())));
+        assert!(err.to_string().contains(&format!("pid {}", std::process::id())));
     }
     {
         let _x = LockGuard::acquire(storage.clone(), true).unwrap();
-        assert!(matches!(
-            LockGuard::acquire(storage.clone(), false),
-            Err(RepoError::Locked { .. })
-        ));
-        assert!(matches!(
-            check(&repo, &CheckOptions::default()),
-            Err(RepoError::Locked { .. })
-        ));
+        assert!(matches!(LockGuard::acquire(storage.clone(), false), Err(RepoError::Locked { .. })));
+        assert!(matches!(check(&repo, &CheckOptions::default()), Err(RepoError::Locked { .. })));
     }
-    assert_eq!(
-        count(storage.as_ref(), "locks/"),
-        0,
-        "released locks are removed"
-    );
+    assert_eq!(count(storage.as_ref(), "locks/"), 0, "released locks are removed");
 }
 
 #[test]
@@ -316,23 +228,14 @@ fn stale_locks_are_detected_and_removed() {
     };
     for (i, info) in [dead, abandoned, live].iter().enumerate() {
         let path = format!("locks/{}", cairn_repo::Id([i as u8 + 1; 32]));
-        storage
-            .put(
-                &path,
-                Bytes::from(serde_json::to_vec(info).unwrap()),
-                PutMode::Create,
-            )
-            .unwrap();
+        storage.put(&path, Bytes::from(serde_json::to_vec(info).unwrap()), PutMode::Create).unwrap();
     }
     let locks = lock::list_locks(storage.as_ref()).unwrap();
     assert_eq!(locks.iter().filter(|(_, l)| l.is_stale()).count(), 2);
     // A shared lock is allowed past the live shared one; the stale exclusive ones are cleared.
     drop(LockGuard::acquire(storage.clone(), false).unwrap());
     assert_eq!(count(storage.as_ref(), "locks/"), 1);
-    assert!(matches!(
-        LockGuard::acquire(storage.clone(), true),
-        Err(RepoError::Locked { .. })
-    ));
+    assert!(matches!(LockGuard::acquire(storage.clone(), true), Err(RepoError::Locked { .. })));
     assert_eq!(lock::remove_locks(storage.as_ref(), true).unwrap().len(), 1);
     assert_eq!(count(storage.as_ref(), "locks/"), 0);
 }

@@ -5,163 +5,80 @@ mod common;
 
 use std::sync::Arc;
 
-use cairn_repo::lock;
-use cairn_repo::{
-    check, prune, CheckOptions, ChunkerKind, Encryption, PruneOptions, Repository, Writer,
-    WriterOptions,
-};
-use cairn_storage::{FaultyStorage, OpKind, Storage};
+use cairn_repo::{lock, prune, PruneOptions, Repository, WriterOptions};
+use cairn_storage::{Fault, FaultRule, FaultyStorage, OpKind, Storage, Trigger};
 use common::*;
 
-/// A backup through `storage` that flushes an index object after every pack.
-fn try_backup(
-    storage: Arc<dyn Storage>,
-    files: &[StoredFile],
-) -> Result<cairn_repo::Id, cairn_repo::RepoError> {
-    let repo = Repository::open(storage, Some(PASSWORD))?;
-    let writer = Writer::new(
-        &repo,
-        &WriterOptions {
-            channels: 2,
-            index_every_packs: 1,
-            ..Default::default()
-        },
-    )?;
-    for f in files {
-        let (chunks, size) =
-            writer.store(&mut std::io::Cursor::new(&f.data), ChunkerKind::Fixed)?;
-        writer.add_entry(&entry(&f.path, size, chunks))?;
-    }
-    Ok(writer.commit("test", serde_json::Value::Null)?.0)
+/// Flushes an index object after every pack, so that a crash leaves reusable work behind.
+fn eager() -> WriterOptions {
+    WriterOptions { channels: 2, index_every_packs: 1, ..Default::default() }
+}
+
+fn backup_through(storage: Arc<dyn Storage>, files: &[StoredFile]) -> Result<(), cairn_repo::RepoError> {
+    backup_with(&Repository::open(storage, Some(PASSWORD))?, files, &eager()).map(drop)
 }
 
 #[test]
 fn a_writer_killed_at_any_step_damages_nothing_and_the_rerun_reuses_its_work() {
     let base_files = sample_files(2, 20);
     // Several packs' worth (packs are 1 MiB here), so that some are indexed before a crash.
-    let new_files: Vec<StoredFile> = (0..4)
-        .map(|i| StoredFile {
-            path: format!("new/{i}"),
-            data: noise(900_000, 100 + i),
-        })
-        .collect();
+    let new_files: Vec<StoredFile> =
+        (0..4).map(|i| StoredFile { path: format!("new/{i}"), data: noise(900_000, 100 + i) }).collect();
 
     // How many puts a whole backup takes.
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
-    let repo = init(storage.clone(), Encryption::Aes256Gcm);
-    backup(&repo, &base_files, 1);
+    backup(&init(storage.clone(), cairn_repo::Encryption::Aes256Gcm), &base_files, 1);
     let counting = Arc::new(FaultyStorage::new(storage));
-    try_backup(counting.clone(), &new_files).unwrap();
+    backup_through(counting.clone(), &new_files).unwrap();
     let puts = counting.count(Some(OpKind::Put));
-    assert!(
-        puts >= 8,
-        "expected several packs and index objects, saw {puts} puts"
-    );
+    assert!(puts >= 8, "expected several packs and index objects, saw {puts} puts");
 
     let mut reused_somewhere = false;
     for crash_at in 0..puts {
         let dir = tempfile::tempdir().unwrap();
         let storage = fs_storage(dir.path());
-        let repo = init(storage.clone(), Encryption::Aes256Gcm);
-        let (base, _) = backup(&repo, &base_files, 1);
+        let (base, _) = backup(&init(storage.clone(), cairn_repo::Encryption::Aes256Gcm), &base_files, 1);
 
         let faulty = Arc::new(FaultyStorage::new(storage.clone()).crash_after_puts(crash_at));
         assert!(
-            try_backup(faulty.clone(), &new_files).is_err(),
+            backup_through(faulty, &new_files).is_err(),
             "crash after {crash_at} puts must fail the backup"
         );
         // The dead process's lock stays behind; a real restart would find it stale.
         lock::remove_locks(storage.as_ref(), true).unwrap();
 
         let repo = reopen(storage.clone());
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                channels: 2,
-            },
-        )
-        .unwrap();
-        assert!(
-            report.is_ok(),
-            "crash after {crash_at} puts: {:?}",
-            report.errors
-        );
-        assert_eq!(
-            report.manifests, 1,
-            "no half-done manifest is ever recorded"
-        );
+        let report =
+            cairn_repo::check(&repo, &cairn_repo::CheckOptions { read_data: true, channels: 2 }).unwrap();
+        assert!(report.is_ok(), "crash after {crash_at} puts: {:?}", report.errors);
+        assert_eq!(report.manifests, 1, "no half-done manifest is ever recorded");
         assert_same(&restore(&repo, &base), &base_files);
 
-        let writer = Writer::new(
-            &repo,
-            &WriterOptions {
-                channels: 2,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        for f in &new_files {
-            let (chunks, size) = writer
-                .store(&mut std::io::Cursor::new(&f.data), ChunkerKind::Fixed)
-                .unwrap();
-            writer.add_entry(&entry(&f.path, size, chunks)).unwrap();
-        }
-        let (rerun, stats) = writer.commit("test", serde_json::Value::Null).unwrap();
+        let (rerun, stats) = backup_with(&repo, &new_files, &eager()).unwrap();
         reused_somewhere |= stats.new_chunks < stats.chunks - 1;
         assert_same(&restore(&repo, &rerun), &new_files);
         prune(&repo, &PruneOptions::default()).unwrap();
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                channels: 2,
-            },
-        )
-        .unwrap();
-        assert!(
-            report.is_ok() && report.warnings.is_empty(),
-            "{:?} {:?}",
-            report.errors,
-            report.warnings
-        );
+        assert_checks_clean(&repo);
     }
-    assert!(
-        reused_somewhere,
-        "a re-run after a late crash must reuse chunks the first run stored"
-    );
+    assert!(reused_somewhere, "a re-run after a late crash must reuse chunks the first run stored");
 }
 
 #[test]
 fn a_failed_upload_fails_the_commit_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
-    init(storage.clone(), Encryption::ChaCha20Poly1305);
+    init(storage.clone(), cairn_repo::Encryption::ChaCha20Poly1305);
     // Only pack uploads fail; locks and everything else work.
-    let faulty = Arc::new(FaultyStorage::new(storage.clone()).with_rule(
-        cairn_storage::FaultRule {
-            op: Some(OpKind::Put),
-            path_prefix: Some("data/".into()),
-            trigger: cairn_storage::Trigger::After(0),
-            fault: cairn_storage::Fault::TornWrite,
-        },
-    ));
-    let err = try_backup(faulty, &sample_files(4, 30)).unwrap_err();
+    let faulty = Arc::new(FaultyStorage::new(storage.clone()).with_rule(FaultRule {
+        op: Some(OpKind::Put),
+        path_prefix: Some("data/".into()),
+        trigger: Trigger::After(0),
+        fault: Fault::TornWrite,
+    }));
+    let err = backup_through(faulty, &sample_files(4, 30)).unwrap_err();
     assert!(err.to_string().contains("injected"), "{err}");
     assert_eq!(count(storage.as_ref(), "manifests/"), 0);
-    assert_eq!(
-        count(storage.as_ref(), "locks/"),
-        0,
-        "the lock is released on failure"
-    );
-    let report = check(
-        &reopen(storage),
-        &CheckOptions {
-            read_data: true,
-            channels: 1,
-        },
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:?}", report.errors);
+    assert_eq!(count(storage.as_ref(), "locks/"), 0, "the lock is released on failure");
+    assert_checks_clean(&reopen(storage));
 }

@@ -62,10 +62,7 @@ fn small_changes_store_only_changed_chunks() {
     files[0].data[100] ^= 0xff; // one page of a fixed-chunked file
     files[1].data.splice(5000..5000, *b"inserted"); // an insertion into a content-chunked file
     let (id, second) = backup(&repo, &files, 1);
-    assert!(
-        second.new_bytes * 5 < first.new_bytes,
-        "{second:?} vs {first:?}"
-    );
+    assert!(second.new_bytes * 5 < first.new_bytes, "{second:?} vs {first:?}");
     assert_same(&restore(&repo, &id), &files);
 }
 
@@ -73,22 +70,12 @@ fn small_changes_store_only_changed_chunks() {
 fn init_refuses_an_existing_repository_and_open_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
-    assert!(matches!(
-        Repository::open(storage.clone(), None),
-        Err(RepoError::NotInitialised { .. })
-    ));
+    assert!(matches!(Repository::open(storage.clone(), None), Err(RepoError::NotInitialised { .. })));
     init(storage.clone(), Encryption::Aes256Gcm);
     let before = count(storage.as_ref(), "");
-    let again = Repository::init(
-        storage.clone(),
-        small_options(Encryption::None, Compression::None),
-    );
+    let again = Repository::init(storage.clone(), small_options(Encryption::None, Compression::None));
     assert!(matches!(again, Err(RepoError::AlreadyExists { .. })));
-    assert_eq!(
-        count(storage.as_ref(), ""),
-        before,
-        "a failed init writes nothing"
-    );
+    assert_eq!(count(storage.as_ref(), ""), before, "a failed init writes nothing");
 }
 
 #[test]
@@ -96,10 +83,7 @@ fn passwords_and_keys() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
     init(storage.clone(), Encryption::ChaCha20Poly1305);
-    assert!(matches!(
-        Repository::open(storage.clone(), None),
-        Err(RepoError::PasswordRequired { .. })
-    ));
+    assert!(matches!(Repository::open(storage.clone(), None), Err(RepoError::PasswordRequired { .. })));
     assert!(matches!(
         Repository::open(storage.clone(), Some(b"wrong")),
         Err(RepoError::WrongPassword { keys: 1, .. })
@@ -122,14 +106,7 @@ fn passwords_and_keys() {
         Repository::open(storage.clone(), Some(PASSWORD)),
         Err(RepoError::WrongPassword { .. })
     ));
-    assert_eq!(
-        Repository::open(storage, Some(b"another"))
-            .unwrap()
-            .list_keys()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(Repository::open(storage, Some(b"another")).unwrap().list_keys().unwrap().len(), 1);
 }
 
 #[test]
@@ -148,20 +125,9 @@ fn an_unencrypted_repository_says_so_and_has_no_keys() {
 fn encrypted_objects_do_not_leak_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
-    let repo = Repository::init(
-        storage,
-        small_options(Encryption::Aes256Gcm, Compression::None),
-    )
-    .unwrap();
+    let repo = Repository::init(storage, small_options(Encryption::Aes256Gcm, Compression::None)).unwrap();
     let secret = b"TOP-SECRET-PAYROLL-ROW ".repeat(2000);
-    backup(
-        &repo,
-        &[StoredFile {
-            path: "secret-file-name".into(),
-            data: secret,
-        }],
-        1,
-    );
+    backup(&repo, &[StoredFile { path: "secret-file-name".into(), data: secret }], 1);
     for entry in walk(dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
         let text = String::from_utf8_lossy(&bytes);

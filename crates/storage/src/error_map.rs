@@ -50,10 +50,7 @@ impl Target {
     }
 
     pub(crate) fn not_found(&self, path: &str) -> StorageError {
-        StorageError::new(
-            ErrorKind::NotFound,
-            format!("object '{path}' not found in {}", self.location),
-        )
+        StorageError::new(ErrorKind::NotFound, format!("object '{path}' not found in {}", self.location))
     }
 
     pub(crate) fn already_exists(&self, path: &str) -> StorageError {
@@ -64,10 +61,7 @@ impl Target {
     }
 
     pub(crate) fn other(&self, op: Op, path: &str, detail: &str) -> StorageError {
-        StorageError::new(
-            ErrorKind::Other,
-            format!("{} failed: {detail}", self.object(op, path)),
-        )
+        StorageError::new(ErrorKind::Other, format!("{} failed: {detail}", self.object(op, path)))
     }
 
     pub(crate) fn io_error(&self, op: Op, path: &str, err: &io::Error) -> StorageError {
@@ -99,10 +93,7 @@ impl Target {
             let remote = self.remote.as_deref().unwrap_or(&self.location);
             return StorageError::new(
                 ErrorKind::Config,
-                format!(
-                    "bucket does not exist: {remote} answered NoSuchBucket {} '{path}'",
-                    op.verb()
-                ),
+                format!("bucket does not exist: {remote} answered NoSuchBucket {} '{path}'", op.verb()),
             );
         }
         match err.kind() {
@@ -120,14 +111,9 @@ impl Target {
             ),
             K::ConfigInvalid => StorageError::new(
                 ErrorKind::Config,
-                format!(
-                    "invalid storage configuration for {}: {detail}",
-                    self.location
-                ),
+                format!("invalid storage configuration for {}: {detail}", self.location),
             ),
-            K::RangeNotSatisfied => {
-                self.other(op, path, &format!("range not satisfiable: {detail}"))
-            }
+            K::RangeNotSatisfied => self.other(op, path, &format!("range not satisfiable: {detail}")),
             _ if is_network_failure(err) => {
                 let remote = self.remote.as_deref().unwrap_or(&self.location);
                 let attempts = if retried { self.attempts } else { 1 };
@@ -154,12 +140,9 @@ impl Target {
 /// reports the raw I/O error as `Unexpected`.
 fn is_not_an_object(err: &opendal::Error) -> bool {
     std::iter::successors(err.source(), |e| (*e).source()).any(|cause| {
-        cause.downcast_ref::<io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory
-            )
-        })
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| matches!(io.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory))
     })
 }
 
@@ -236,11 +219,7 @@ fn s3_error(message: &str) -> Option<String> {
 /// The HTTP status from OpenDAL's context rendering (`response: Parts { status: 500, ..`).
 fn http_status(display: &str) -> Option<u16> {
     let start = display.find("status: ")? + "status: ".len();
-    display[start..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    display[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// Lower-cases the first character, so OS messages read well after a colon.

@@ -110,10 +110,7 @@ struct Decision {
 impl FaultyStorage {
     /// Passes everything through until rules are added.
     pub fn new(inner: Arc<dyn Storage>) -> Self {
-        FaultyStorage {
-            inner,
-            state: Mutex::new(State::default()),
-        }
+        FaultyStorage { inner, state: Mutex::new(State::default()) }
     }
 
     /// Adds a rule (builder style).
@@ -178,21 +175,14 @@ impl FaultyStorage {
 
     /// Number of calls of kind `op` so far (all calls if `None`), faulted or not.
     pub fn count(&self, op: Option<OpKind>) -> u64 {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|c| op.is_none_or(|op| c.op == op))
-            .count() as u64
+        self.lock().calls.iter().filter(|c| op.is_none_or(|op| c.op == op)).count() as u64
     }
 
     /// Number of calls that got a failure injected (delays excluded).
     pub fn injected_failures(&self) -> u64 {
         let state = self.lock();
-        state
-            .calls
-            .iter()
-            .filter(|c| matches!(&c.fault, Some(f) if !matches!(f, Fault::Delay(_))))
-            .count() as u64
+        state.calls.iter().filter(|c| matches!(&c.fault, Some(f) if !matches!(f, Fault::Delay(_)))).count()
+            as u64
     }
 
     /// Whether an error came from this wrapper rather than from the inner storage.
@@ -215,10 +205,7 @@ impl FaultyStorage {
         let mut fault = state.crashed.then_some(Fault::Fail(ErrorKind::Other));
         for (rule, matched) in &mut state.rules {
             let kind_ok = rule.op.is_none_or(|k| k == op);
-            let path_ok = rule
-                .path_prefix
-                .as_deref()
-                .is_none_or(|p| path.starts_with(p));
+            let path_ok = rule.path_prefix.as_deref().is_none_or(|p| path.starts_with(p));
             if !(kind_ok && path_ok) {
                 continue;
             }
@@ -237,20 +224,9 @@ impl FaultyStorage {
         if fault == Some(Fault::Crash) {
             state.crashed = true;
         }
-        let recorded = fault
-            .clone()
-            .or((!delay.is_zero()).then_some(Fault::Delay(delay)));
-        state.calls.push(CallRecord {
-            op,
-            path: path.to_string(),
-            bytes,
-            fault: recorded,
-        });
-        Decision {
-            delay,
-            fault,
-            call_number: state.calls.len(),
-        }
+        let recorded = fault.clone().or((!delay.is_zero()).then_some(Fault::Delay(delay)));
+        state.calls.push(CallRecord { op, path: path.to_string(), bytes, fault: recorded });
+        Decision { delay, fault, call_number: state.calls.len() }
     }
 
     /// Runs one call under the injected faults. `call` is the inner operation.
@@ -288,12 +264,7 @@ impl FaultyStorage {
 }
 
 fn rule(op: Option<OpKind>, trigger: Trigger, fault: Fault) -> FaultRule {
-    FaultRule {
-        op,
-        path_prefix: None,
-        trigger,
-        fault,
-    }
+    FaultRule { op, path_prefix: None, trigger, fault }
 }
 
 impl Storage for FaultyStorage {
@@ -302,9 +273,7 @@ impl Storage for FaultyStorage {
     }
 
     fn put(&self, path: &str, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
-        self.run(OpKind::Put, path, Some(data.len() as u64), || {
-            self.inner.put(path, data, mode)
-        })
+        self.run(OpKind::Put, path, Some(data.len() as u64), || self.inner.put(path, data, mode))
     }
 
     fn get(&self, path: &str) -> Result<Bytes, StorageError> {
@@ -313,19 +282,14 @@ impl Storage for FaultyStorage {
 
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         let len = range.end.saturating_sub(range.start);
-        self.run(OpKind::GetRange, path, Some(len), || {
-            self.inner.get_range(path, range)
-        })
+        self.run(OpKind::GetRange, path, Some(len), || self.inner.get_range(path, range))
     }
 
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError> {
         self.run(OpKind::Stat, path, None, || self.inner.stat(path))
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
+    fn list(&self, prefix: &str) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
         match self.run(OpKind::List, prefix, None, || Ok(self.inner.list(prefix))) {
             Ok(iter) => iter,
             Err(e) => Box::new(std::iter::once(Err(e))),

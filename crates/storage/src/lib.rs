@@ -75,10 +75,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Size of the object; [`ErrorKind::NotFound`] if absent.
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError>;
     /// Every object whose path starts with `prefix` (recursively), streamed, in no set order.
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_>;
+    fn list(&self, prefix: &str) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_>;
     /// Remove the object; removing an absent object succeeds.
     fn delete(&self, path: &str) -> Result<(), StorageError>;
 }
@@ -109,11 +106,7 @@ pub struct StorageError {
 
 impl StorageError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        StorageError {
-            kind,
-            message: message.into(),
-            retryable: false,
-        }
+        StorageError { kind, message: message.into(), retryable: false }
     }
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound

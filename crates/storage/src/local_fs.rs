@@ -15,8 +15,7 @@ pub(crate) const TEMP_DIR: &str = ".cairn-tmp";
 
 /// Whether a root-relative path belongs to the storage's own bookkeeping.
 pub(crate) fn is_internal(path: &str) -> bool {
-    path.strip_prefix(TEMP_DIR)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    path.strip_prefix(TEMP_DIR).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Writes `data` to `root/rel` so that the object is either absent or complete, and durable
@@ -41,17 +40,9 @@ pub(crate) fn put(root: &Path, rel: &str, data: &[u8], mode: PutMode) -> io::Res
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
             // Filesystems without hard links (some FUSE, SMB, exFAT mounts): fall back to
             // check-then-rename, which can race with a concurrent writer of the same path.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied) => {
                 if target.symlink_metadata().is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        "object exists",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "object exists"));
                 }
                 fs::rename(&temp.0, &target)?;
             }
@@ -67,14 +58,7 @@ pub(crate) fn delete(root: &Path, rel: &str) -> io::Result<()> {
     let target = root.join(rel);
     match fs::remove_file(&target) {
         Ok(()) => sync_dir(target.parent().unwrap_or(root)),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Ok(())
-        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -91,10 +75,7 @@ impl Drop for TempFile {
 
 fn create_temp(temp_dir: &Path, target: &Path) -> io::Result<(TempFile, File)> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let base = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("object");
+    let base = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
     let pid = std::process::id();
     loop {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -129,10 +110,7 @@ fn create_dirs_durably(dir: &Path) -> io::Result<()> {
             // Another writer created it; it may not have fsynced the parent yet, so do it too.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let msg = format!(
-                    "cannot create directory {}: a file is in the way",
-                    d.display()
-                );
+                let msg = format!("cannot create directory {}: a file is in the way", d.display());
                 return Err(io::Error::new(io::ErrorKind::NotADirectory, msg));
             }
             Err(e) => return Err(e),

@@ -41,20 +41,14 @@ impl Location {
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
-                    return Err(config_error(format!(
-                        "missing bucket in '{input}': use s3://bucket/prefix"
-                    )));
+                    return Err(config_error(format!("missing bucket in '{input}': use s3://bucket/prefix")));
                 }
                 if bucket.contains(['?', '#', '@', ':']) || prefix.contains(['?', '#']) {
                     return Err(config_error(format!(
                         "invalid s3 URL '{input}': use s3://bucket/prefix (options such as the endpoint are set separately)"
                     )));
                 }
-                let prefix = prefix
-                    .split('/')
-                    .filter(|part| !part.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                let prefix = prefix.split('/').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("/");
                 if prefix.split('/').any(|part| part == "." || part == "..") {
                     return Err(config_error(format!(
                         "invalid s3 prefix in '{input}': '.' and '..' are not allowed"
@@ -83,10 +77,7 @@ fn local(path: &Path, input: &str) -> Result<Location, StorageError> {
     let absolute = std::path::absolute(path).map_err(|e| {
         StorageError::new(
             ErrorKind::Config,
-            format!(
-                "cannot resolve local path '{input}': {}",
-                crate::error_map::lower(&e.to_string())
-            ),
+            format!("cannot resolve local path '{input}': {}", crate::error_map::lower(&e.to_string())),
         )
     })?;
     Ok(Location::Local(clean(&absolute)))
@@ -126,52 +117,22 @@ mod tests {
 
     #[test]
     fn local_paths() {
-        assert_eq!(
-            Location::parse("/srv/repo/").unwrap(),
-            Location::Local("/srv/repo".into())
-        );
-        assert_eq!(
-            Location::parse("/srv/./x/../repo").unwrap(),
-            Location::Local("/srv/repo".into())
-        );
-        assert_eq!(
-            Location::parse("file:///srv/repo").unwrap(),
-            Location::Local("/srv/repo".into())
-        );
+        assert_eq!(Location::parse("/srv/repo/").unwrap(), Location::Local("/srv/repo".into()));
+        assert_eq!(Location::parse("/srv/./x/../repo").unwrap(), Location::Local("/srv/repo".into()));
+        assert_eq!(Location::parse("file:///srv/repo").unwrap(), Location::Local("/srv/repo".into()));
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(
-            Location::parse("repo").unwrap(),
-            Location::Local(cwd.join("repo"))
-        );
-        assert_eq!(
-            Location::parse("./a://b").unwrap(),
-            Location::Local(cwd.join("a:/b"))
-        );
-        assert_eq!(
-            Location::parse("/srv/repo").unwrap().to_string(),
-            "/srv/repo"
-        );
+        assert_eq!(Location::parse("repo").unwrap(), Location::Local(cwd.join("repo")));
+        assert_eq!(Location::parse("./a://b").unwrap(), Location::Local(cwd.join("a:/b")));
+        assert_eq!(Location::parse("/srv/repo").unwrap().to_string(), "/srv/repo");
     }
 
     #[test]
     fn s3_urls() {
         let loc = Location::parse("s3://backups/pg/main/").unwrap();
-        assert_eq!(
-            loc,
-            Location::S3 {
-                bucket: "backups".into(),
-                prefix: "pg/main".into()
-            }
-        );
+        assert_eq!(loc, Location::S3 { bucket: "backups".into(), prefix: "pg/main".into() });
         assert_eq!(loc.to_string(), "s3://backups/pg/main");
         let loc = Location::parse("S3://backups").unwrap();
-        assert_eq!(
-            loc,
-            Location::S3 {
-                bucket: "backups".into(),
-                prefix: String::new()
-            }
-        );
+        assert_eq!(loc, Location::S3 { bucket: "backups".into(), prefix: String::new() });
         assert_eq!(loc.to_string(), "s3://backups");
     }
 
@@ -183,18 +144,9 @@ mod tests {
             err.message,
             "unknown repository URL scheme 'ftp' in 'ftp://host/x': use a local path or s3://bucket/prefix"
         );
-        assert_eq!(
-            Location::parse("s3://").unwrap_err().kind,
-            ErrorKind::Config
-        );
-        assert_eq!(
-            Location::parse("s3:///x").unwrap_err().kind,
-            ErrorKind::Config
-        );
-        assert_eq!(
-            Location::parse("file://host/x").unwrap_err().kind,
-            ErrorKind::Config
-        );
+        assert_eq!(Location::parse("s3://").unwrap_err().kind, ErrorKind::Config);
+        assert_eq!(Location::parse("s3:///x").unwrap_err().kind, ErrorKind::Config);
+        assert_eq!(Location::parse("file://host/x").unwrap_err().kind, ErrorKind::Config);
         assert_eq!(Location::parse("").unwrap_err().kind, ErrorKind::Config);
     }
 }

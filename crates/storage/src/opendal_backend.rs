@@ -127,11 +127,7 @@ impl OpendalStorage {
                     ));
                 }
                 Ok(OpendalStorage {
-                    target: Target {
-                        location: location.to_string(),
-                        remote: None,
-                        attempts,
-                    },
+                    target: Target { location: location.to_string(), remote: None, attempts },
                     backend: Backend::Local {
                         root: root.clone(),
                         op: OnceLock::new(),
@@ -151,10 +147,7 @@ impl OpendalStorage {
                 let config_error = |what: &str, e: &dyn std::fmt::Display| {
                     StorageError::new(
                         ErrorKind::Config,
-                        format!(
-                            "invalid s3 configuration for {location}: {what}: {}",
-                            lower(&e.to_string())
-                        ),
+                        format!("invalid s3 configuration for {location}: {what}: {}", lower(&e.to_string())),
                     )
                 };
                 // Credentials only from the options (see `StorageOptions::fill_from_env`):
@@ -200,10 +193,7 @@ impl OpendalStorage {
                         remote: Some(format!("s3 endpoint {endpoint} (bucket {bucket})")),
                         attempts,
                     },
-                    backend: Backend::S3 {
-                        op,
-                        conditional_put: AtomicBool::new(true),
-                    },
+                    backend: Backend::S3 { op, conditional_put: AtomicBool::new(true) },
                     runtime,
                 })
             }
@@ -214,12 +204,7 @@ impl OpendalStorage {
     fn op(&self) -> Result<Option<&Operator>, StorageError> {
         match &self.backend {
             Backend::S3 { op, .. } => Ok(Some(op)),
-            Backend::Local {
-                root,
-                op,
-                retries,
-                timeout,
-            } => {
+            Backend::Local { root, op, retries, timeout } => {
                 if let Some(op) = op.get() {
                     return Ok(Some(op));
                 }
@@ -250,10 +235,7 @@ impl OpendalStorage {
         let write = |if_not_exists: bool| {
             let data = Buffer::from(data.clone());
             self.block_on(async {
-                op.write_with(path, data)
-                    .chunk(S3_PART_SIZE)
-                    .if_not_exists(if_not_exists)
-                    .await
+                op.write_with(path, data).chunk(S3_PART_SIZE).if_not_exists(if_not_exists).await
             })
         };
         let result = match mode {
@@ -267,9 +249,7 @@ impl OpendalStorage {
             },
             PutMode::Create => self.s3_stat_then_put(op, path, &write),
         };
-        result
-            .map(drop)
-            .map_err(|e| self.target.opendal_error(Op::Put, path, &e))
+        result.map(drop).map_err(|e| self.target.opendal_error(Op::Put, path, &e))
     }
 
     fn s3_stat_then_put(
@@ -279,10 +259,7 @@ impl OpendalStorage {
         write: &dyn Fn(bool) -> opendal::Result<opendal::Metadata>,
     ) -> opendal::Result<opendal::Metadata> {
         match self.block_on(op.stat(path)) {
-            Ok(_) => Err(opendal::Error::new(
-                opendal::ErrorKind::AlreadyExists,
-                "object exists",
-            )),
+            Ok(_) => Err(opendal::Error::new(opendal::ErrorKind::AlreadyExists, "object exists")),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => write(false),
             Err(e) => Err(e),
         }
@@ -293,9 +270,7 @@ impl OpendalStorage {
             && !path.starts_with('/')
             && !path.ends_with('/')
             && !path.contains('\\')
-            && path
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..")
+            && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
             && !local_fs::is_internal(path);
         if valid {
             Ok(())
@@ -308,12 +283,7 @@ impl OpendalStorage {
 /// `TimeoutLayer` must sit below `RetryLayer` so each attempt (not the whole retried call)
 /// is bounded and a timed-out attempt is retried.
 fn with_layers(op: Operator, retries: u32, timeout: Duration) -> Operator {
-    op.layer(
-        TimeoutLayer::new()
-            .with_timeout(timeout)
-            .with_io_timeout(timeout),
-    )
-    .layer(
+    op.layer(TimeoutLayer::new().with_timeout(timeout).with_io_timeout(timeout)).layer(
         RetryLayer::new()
             .with_max_times(retries as usize)
             .with_factor(2.0)
@@ -335,16 +305,12 @@ fn http_client(options: &StorageOptions) -> reqwest::Result<reqwest::Client> {
 }
 
 fn is_ip_or_localhost(endpoint: &str) -> bool {
-    let authority = endpoint
-        .split_once("://")
-        .map_or(endpoint, |(_, rest)| rest);
+    let authority = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
     let authority = authority.split('/').next().unwrap_or_default();
     if authority.starts_with('[') {
         return true; // IPv6 literal
     }
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host);
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
 }
 
@@ -364,12 +330,10 @@ impl Storage for OpendalStorage {
     fn put(&self, path: &str, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
         self.validate(Op::Put, path)?;
         match &self.backend {
-            Backend::Local { root, .. } => local_fs::put(root, path, &data, mode)
-                .map_err(|e| self.target.io_error(Op::Put, path, &e)),
-            Backend::S3 {
-                op,
-                conditional_put,
-            } => self.s3_put(op, conditional_put, path, data, mode),
+            Backend::Local { root, .. } => {
+                local_fs::put(root, path, &data, mode).map_err(|e| self.target.io_error(Op::Put, path, &e))
+            }
+            Backend::S3 { op, conditional_put } => self.s3_put(op, conditional_put, path, data, mode),
         }
     }
 
@@ -391,20 +355,14 @@ impl Storage for OpendalStorage {
         }
         let past_end = |size: Option<u64>| {
             let size = size.map(|s| format!(" (size {s})")).unwrap_or_default();
-            let detail = format!(
-                "range {}..{} reaches past the end of the object{size}",
-                range.start, range.end
-            );
+            let detail =
+                format!("range {}..{} reaches past the end of the object{size}", range.start, range.end);
             self.target.other(Op::GetRange, path, &detail)
         };
         if range.is_empty() {
             // Nothing to read, but the object must exist and the range must be inside it.
             let meta = self.stat(path)?;
-            return if range.start <= meta.size {
-                Ok(Bytes::new())
-            } else {
-                Err(past_end(Some(meta.size)))
-            };
+            return if range.start <= meta.size { Ok(Bytes::new()) } else { Err(past_end(Some(meta.size))) };
         }
         let Some(op) = self.op()? else {
             return Err(self.target.not_found(path));
@@ -437,19 +395,15 @@ impl Storage for OpendalStorage {
             return Err(self.target.not_found(path));
         };
         match self.block_on(op.stat(path)) {
-            Ok(meta) if meta.mode() == EntryMode::FILE => Ok(ObjectMeta {
-                path: path.to_string(),
-                size: meta.content_length(),
-            }),
+            Ok(meta) if meta.mode() == EntryMode::FILE => {
+                Ok(ObjectMeta { path: path.to_string(), size: meta.content_length() })
+            }
             Ok(_) => Err(self.target.not_found(path)),
             Err(e) => Err(self.target.opendal_error(Op::Stat, path, &e)),
         }
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
+    fn list(&self, prefix: &str) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
         let fail = |err| Box::new(std::iter::once(Err(err))) as Box<dyn Iterator<Item = _> + Send>;
         if prefix.starts_with('/') || prefix.split('/').any(|c| c == "." || c == "..") {
             return fail(self.target.other(Op::List, prefix, "invalid prefix"));
@@ -466,11 +420,9 @@ impl Storage for OpendalStorage {
             None => "/",
         };
         match self.block_on(op.lister_with(dir).recursive(true)) {
-            Ok(lister) => Box::new(ListIter {
-                storage: self,
-                lister: Some(lister),
-                prefix: prefix.to_string(),
-            }),
+            Ok(lister) => {
+                Box::new(ListIter { storage: self, lister: Some(lister), prefix: prefix.to_string() })
+            }
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Box::new(std::iter::empty()),
             Err(e) => fail(self.target.opendal_error(Op::List, prefix, &e)),
         }
@@ -482,9 +434,9 @@ impl Storage for OpendalStorage {
             Backend::Local { root, .. } => {
                 local_fs::delete(root, path).map_err(|e| self.target.io_error(Op::Delete, path, &e))
             }
-            Backend::S3 { op, .. } => self
-                .block_on(op.delete(path))
-                .map_err(|e| self.target.opendal_error(Op::Delete, path, &e)),
+            Backend::S3 { op, .. } => {
+                self.block_on(op.delete(path)).map_err(|e| self.target.opendal_error(Op::Delete, path, &e))
+            }
         }
     }
 }
@@ -511,11 +463,7 @@ impl Iterator for ListIter<'_> {
                 }
                 Some(Err(e)) => {
                     self.lister = None;
-                    return Some(Err(self.storage.target.opendal_error(
-                        Op::List,
-                        &self.prefix,
-                        &e,
-                    )));
+                    return Some(Err(self.storage.target.opendal_error(Op::List, &self.prefix, &e)));
                 }
                 Some(Ok(entry)) => {
                     let meta = entry.metadata();
@@ -526,10 +474,7 @@ impl Iterator for ListIter<'_> {
                     {
                         continue;
                     }
-                    return Some(Ok(ObjectMeta {
-                        path: path.to_string(),
-                        size: meta.content_length(),
-                    }));
+                    return Some(Ok(ObjectMeta { path: path.to_string(), size: meta.content_length() }));
                 }
             }
         }

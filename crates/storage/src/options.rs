@@ -68,17 +68,10 @@ impl StorageOptions {
 
     /// Like [`fill_from_env`](Self::fill_from_env) with a custom lookup (for tests).
     pub fn fill_from(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        let first = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|name| lookup(name).filter(|value| !value.is_empty()))
-        };
-        fill(&mut self.endpoint, || {
-            first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
-        });
-        fill(&mut self.region, || {
-            first(&["AWS_REGION", "AWS_DEFAULT_REGION"])
-        });
+        let first =
+            |names: &[&str]| names.iter().find_map(|name| lookup(name).filter(|value| !value.is_empty()));
+        fill(&mut self.endpoint, || first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
+        fill(&mut self.region, || first(&["AWS_REGION", "AWS_DEFAULT_REGION"]));
         // Credentials come as a set: never pair an explicit key id with an env secret.
         if self.access_key_id.is_none() && self.secret_access_key.is_none() {
             self.access_key_id = first(&["AWS_ACCESS_KEY_ID"]);
@@ -119,11 +112,7 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     #[test]
@@ -136,10 +125,7 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "SECRET"),
             ("AWS_SESSION_TOKEN", "TOKEN"),
         ];
-        let mut opts = StorageOptions {
-            region: Some("us-east-2".into()),
-            ..Default::default()
-        };
+        let mut opts = StorageOptions { region: Some("us-east-2".into()), ..Default::default() };
         opts.fill_from(env(&vars));
         assert_eq!(opts.endpoint.as_deref(), Some("http://s3-specific"));
         assert_eq!(opts.region.as_deref(), Some("us-east-2"));
@@ -150,14 +136,8 @@ mod tests {
 
     #[test]
     fn explicit_credentials_are_not_mixed_with_env() {
-        let vars = [
-            ("AWS_ACCESS_KEY_ID", "ENVKEY"),
-            ("AWS_SECRET_ACCESS_KEY", "ENVSECRET"),
-        ];
-        let mut opts = StorageOptions {
-            access_key_id: Some("MINE".into()),
-            ..Default::default()
-        };
+        let vars = [("AWS_ACCESS_KEY_ID", "ENVKEY"), ("AWS_SECRET_ACCESS_KEY", "ENVSECRET")];
+        let mut opts = StorageOptions { access_key_id: Some("MINE".into()), ..Default::default() };
         opts.fill_from(env(&vars));
         assert_eq!(opts.access_key_id.as_deref(), Some("MINE"));
         assert_eq!(opts.secret_access_key, None);
@@ -171,9 +151,6 @@ mod tests {
             ..Default::default()
         };
         let shown = format!("{opts:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("tok\""),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter2") && !shown.contains("tok\""), "{shown}");
     }
 }

@@ -29,12 +29,7 @@ impl Throttled {
     /// Wraps `inner`. A `bytes_per_second` of 0 is treated as 1.
     pub fn new(inner: Arc<dyn Storage>, bytes_per_second: u64) -> Self {
         let rate = bytes_per_second.max(1);
-        Throttled {
-            inner,
-            bytes_per_second: rate,
-            reads: Pacer::new(rate),
-            writes: Pacer::new(rate),
-        }
+        Throttled { inner, bytes_per_second: rate, reads: Pacer::new(rate), writes: Pacer::new(rate) }
     }
 
     pub fn bytes_per_second(&self) -> u64 {
@@ -52,10 +47,7 @@ struct Pacer {
 
 impl Pacer {
     fn new(rate: u64) -> Self {
-        Pacer {
-            rate,
-            busy_until: Mutex::new(None),
-        }
+        Pacer { rate, busy_until: Mutex::new(None) }
     }
 
     /// Books `bytes` and returns when their transfer may complete.
@@ -108,10 +100,7 @@ impl Storage for Throttled {
         self.inner.stat(path)
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
+    fn list(&self, prefix: &str) -> Box<dyn Iterator<Item = Result<ObjectMeta, StorageError>> + Send + '_> {
         self.inner.list(prefix)
     }
 

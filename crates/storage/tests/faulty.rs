@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_storage::{
-    open, CallRecord, ErrorKind, Fault, FaultRule, FaultyStorage, OpKind, PutMode, Storage,
-    StorageOptions, Trigger,
+    open, CallRecord, ErrorKind, Fault, FaultRule, FaultyStorage, OpKind, PutMode, Storage, StorageOptions,
+    Trigger,
 };
 
 fn fs() -> (tempfile::TempDir, Arc<dyn Storage>) {
@@ -31,10 +31,7 @@ fn fail_after_puts_kills_every_later_put_and_writes_nothing() {
         let err = put(&faulty, path).unwrap_err();
         assert!(FaultyStorage::is_injected(&err), "{err}");
         assert!(err.message.contains(path), "{err}");
-        assert!(
-            inner.stat(path).unwrap_err().is_not_found(),
-            "torn put must leave nothing"
-        );
+        assert!(inner.stat(path).unwrap_err().is_not_found(), "torn put must leave nothing");
     }
     // Reads still work: only puts were targeted.
     assert_eq!(faulty.get("a").unwrap(), &b"a"[..]);
@@ -69,9 +66,7 @@ fn crash_after_puts_at_every_step() {
 fn nth_call_and_kind_filters() {
     let (_dir, inner) = fs();
     put(inner.as_ref(), "x").unwrap();
-    let faulty = FaultyStorage::new(inner)
-        .fail_nth(Some(OpKind::Get), 2)
-        .fail_nth(None, 5);
+    let faulty = FaultyStorage::new(inner).fail_nth(Some(OpKind::Get), 2).fail_nth(None, 5);
     assert!(faulty.get("x").is_ok()); // get #1, call #1
     assert!(faulty.get("x").is_err()); // get #2
     assert!(faulty.stat("x").is_ok()); // call #3
@@ -114,10 +109,7 @@ fn lost_ack_writes_but_reports_failure() {
     assert!(FaultyStorage::is_injected(&err));
     assert_eq!(inner.get("a").unwrap(), &b"a"[..], "the write landed");
     // A retry of the same Create now sees the object.
-    assert_eq!(
-        put(&faulty, "a").unwrap_err().kind,
-        ErrorKind::AlreadyExists
-    );
+    assert_eq!(put(&faulty, "a").unwrap_err().kind, ErrorKind::AlreadyExists);
 }
 
 #[test]
@@ -143,10 +135,7 @@ fn latency_is_added() {
     let start = Instant::now();
     let _ = faulty.get("x");
     assert!(start.elapsed() < Duration::from_millis(100));
-    assert_eq!(
-        faulty.calls()[0].fault,
-        Some(Fault::Delay(Duration::from_millis(100)))
-    );
+    assert_eq!(faulty.calls()[0].fault, Some(Fault::Delay(Duration::from_millis(100))));
     assert_eq!(faulty.injected_failures(), 0);
 }
 

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_storage::{
-    conformance, open, FaultyStorage, PutMode, Storage, StorageOptions, Throttled,
-};
+use cairn_storage::{conformance, open, FaultyStorage, PutMode, Storage, StorageOptions, Throttled};
 
 fn fs_storage(dir: &std::path::Path) -> Arc<dyn Storage> {
     open(dir.to_str().unwrap(), &StorageOptions::default()).unwrap()
@@ -50,17 +48,9 @@ fn missing_root_is_not_created_until_first_put() {
     assert_eq!(storage.list("").count(), 0);
     storage.delete("config").unwrap();
     assert!(!root.exists(), "reading must not create the root");
-    storage
-        .put("config", Bytes::from_static(b"c"), PutMode::Create)
-        .unwrap();
+    storage.put("config", Bytes::from_static(b"c"), PutMode::Create).unwrap();
     assert_eq!(std::fs::read(root.join("config")).unwrap(), b"c");
-    assert_eq!(
-        storage
-            .list("")
-            .map(|m| m.unwrap().path)
-            .collect::<Vec<_>>(),
-        ["config"]
-    );
+    assert_eq!(storage.list("").map(|m| m.unwrap().path).collect::<Vec<_>>(), ["config"]);
 }
 
 #[test]
@@ -68,27 +58,16 @@ fn location_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     let messy = format!("file://{}/./a/../repo/", dir.path().display());
     let storage = open(&messy, &StorageOptions::default()).unwrap();
-    assert_eq!(
-        storage.location(),
-        dir.path().join("repo").display().to_string()
-    );
+    assert_eq!(storage.location(), dir.path().join("repo").display().to_string());
     let err = storage.get("data/ab").unwrap_err();
-    assert_eq!(
-        err.message,
-        format!(
-            "object 'data/ab' not found in {}",
-            dir.path().join("repo").display()
-        )
-    );
+    assert_eq!(err.message, format!("object 'data/ab' not found in {}", dir.path().join("repo").display()));
 }
 
 #[test]
 fn temp_files_are_never_listed_nor_addressable() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
-    storage
-        .put("data/x", Bytes::from_static(b"x"), PutMode::Create)
-        .unwrap();
+    storage.put("data/x", Bytes::from_static(b"x"), PutMode::Create).unwrap();
     // Debris of a writer killed mid-put.
     std::fs::write(dir.path().join(".cairn-tmp/x.123.0"), b"partial").unwrap();
     let listed: Vec<_> = storage.list("").map(|m| m.unwrap().path).collect();
@@ -97,10 +76,7 @@ fn temp_files_are_never_listed_nor_addressable() {
     let err = storage.get(".cairn-tmp/x.123.0").unwrap_err();
     assert_eq!(err.kind, cairn_storage::ErrorKind::Other, "{err}");
     for bad in ["", "/abs", "a/../b", "a//b", "dir/"] {
-        assert!(
-            storage.put(bad, Bytes::new(), PutMode::Create).is_err(),
-            "{bad:?} accepted"
-        );
+        assert!(storage.put(bad, Bytes::new(), PutMode::Create).is_err(), "{bad:?} accepted");
     }
 }
 
@@ -129,27 +105,13 @@ fn permission_denied() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
-    storage
-        .put("data/x", Bytes::from_static(b"x"), PutMode::Create)
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path().join("data"),
-        std::fs::Permissions::from_mode(0o500),
-    )
-    .unwrap();
+    storage.put("data/x", Bytes::from_static(b"x"), PutMode::Create).unwrap();
+    std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o500)).unwrap();
     let result = storage.put("data/y", Bytes::from_static(b"y"), PutMode::Create);
-    std::fs::set_permissions(
-        dir.path().join("data"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o700)).unwrap();
     // Root ignores permissions; only check when the write was actually refused.
     if let Err(err) = result {
-        assert_eq!(
-            err.kind,
-            cairn_storage::ErrorKind::PermissionDenied,
-            "{err}"
-        );
+        assert_eq!(err.kind, cairn_storage::ErrorKind::PermissionDenied, "{err}");
         assert!(err.message.contains("data/y"), "{err}");
     }
 }

@@ -36,18 +36,8 @@ fn writer_child() {
     let storage = open(&dir, &StorageOptions::default()).unwrap();
     for i in 0u64.. {
         let len = (1 << 20) + (i as usize % 7) * 300_000;
-        let _ = storage.put(
-            &format!("obj/{i:06}"),
-            self_describing(i, len),
-            PutMode::Create,
-        );
-        storage
-            .put(
-                "lock",
-                self_describing(1_000_000 + i, len / 3),
-                PutMode::Overwrite,
-            )
-            .unwrap();
+        let _ = storage.put(&format!("obj/{i:06}"), self_describing(i, len), PutMode::Create);
+        storage.put("lock", self_describing(1_000_000 + i, len / 3), PutMode::Overwrite).unwrap();
     }
 }
 
@@ -77,12 +67,7 @@ fn kill_9_never_leaves_partial_objects() {
         for meta in &objects {
             let data = storage.get(&meta.path).unwrap();
             assert_eq!(data.len() as u64, meta.size);
-            assert!(
-                is_intact(&data),
-                "round {round}: {} is partial ({} bytes)",
-                meta.path,
-                data.len()
-            );
+            assert!(is_intact(&data), "round {round}: {} is partial ({} bytes)", meta.path, data.len());
         }
         total = objects.len();
         // The next writer continues after the objects that landed.

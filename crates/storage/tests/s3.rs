@@ -12,10 +12,7 @@ use cairn_testkit::S3Server;
 fn conformance_s3s_fs() {
     let server = S3Server::start();
     let storage = server.open("repo/main");
-    assert_eq!(
-        storage.location(),
-        format!("s3://{}/repo/main ({})", server.bucket(), server.endpoint())
-    );
+    assert_eq!(storage.location(), format!("s3://{}/repo/main ({})", server.bucket(), server.endpoint()));
     conformance::run(storage.as_ref());
 }
 
@@ -32,21 +29,15 @@ fn conformance_bucket_root() {
 fn conditional_create_is_sent_and_honoured() {
     let server = S3Server::start();
     let storage = server.open("p");
-    storage
-        .put("lock", Bytes::from_static(b"mine"), PutMode::Create)
-        .unwrap();
-    let err = storage
-        .put("lock", Bytes::from_static(b"theirs"), PutMode::Create)
-        .unwrap_err();
+    storage.put("lock", Bytes::from_static(b"mine"), PutMode::Create).unwrap();
+    let err = storage.put("lock", Bytes::from_static(b"theirs"), PutMode::Create).unwrap_err();
     assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err}");
     assert!(err.message.contains("'lock'"), "{err}");
     assert_eq!(storage.get("lock").unwrap(), &b"mine"[..]);
     // Also for a multipart upload (above the 8 MiB part size).
     let big = conformance::pattern(7, 9 << 20);
     storage.put("big", big.clone(), PutMode::Create).unwrap();
-    let err = storage
-        .put("big", Bytes::from_static(b"small"), PutMode::Create)
-        .unwrap_err();
+    let err = storage.put("big", Bytes::from_static(b"small"), PutMode::Create).unwrap_err();
     assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err}");
     assert_eq!(storage.get("big").unwrap(), big);
 }
@@ -56,14 +47,9 @@ fn prefixes_are_isolated() {
     let server = S3Server::start();
     let a = server.open("a");
     let ab = server.open("ab");
-    a.put("x", Bytes::from_static(b"a"), PutMode::Create)
-        .unwrap();
-    ab.put("x", Bytes::from_static(b"ab"), PutMode::Create)
-        .unwrap();
-    assert_eq!(
-        a.list("").map(|m| m.unwrap().path).collect::<Vec<_>>(),
-        ["x"]
-    );
+    a.put("x", Bytes::from_static(b"a"), PutMode::Create).unwrap();
+    ab.put("x", Bytes::from_static(b"ab"), PutMode::Create).unwrap();
+    assert_eq!(a.list("").map(|m| m.unwrap().path).collect::<Vec<_>>(), ["x"]);
     assert_eq!(a.get("x").unwrap(), &b"a"[..]);
     // The bucket-level view sees both, with full keys.
     let all = conformance::listed(server.open("").as_ref(), "");
@@ -73,15 +59,11 @@ fn prefixes_are_isolated() {
 #[test]
 fn wrong_credentials_are_permission_denied() {
     let server = S3Server::start();
-    let options = StorageOptions {
-        secret_access_key: Some("not-the-secret".into()),
-        ..server.storage_options()
-    };
+    let options =
+        StorageOptions { secret_access_key: Some("not-the-secret".into()), ..server.storage_options() };
     let storage = open(&server.url("p"), &options).unwrap();
     for err in [
-        storage
-            .put("obj", Bytes::from_static(b"x"), PutMode::Create)
-            .unwrap_err(),
+        storage.put("obj", Bytes::from_static(b"x"), PutMode::Create).unwrap_err(),
         storage.get("obj").unwrap_err(),
         storage.list("").next().unwrap().unwrap_err(),
     ] {
@@ -91,15 +73,9 @@ fn wrong_credentials_are_permission_denied() {
         assert!(err.message.contains(server.bucket()), "{err}");
     }
     // Anonymous requests are refused too.
-    let anonymous = StorageOptions {
-        access_key_id: None,
-        secret_access_key: None,
-        ..server.storage_options()
-    };
-    let err = open(&server.url("p"), &anonymous)
-        .unwrap()
-        .get("obj")
-        .unwrap_err();
+    let anonymous =
+        StorageOptions { access_key_id: None, secret_access_key: None, ..server.storage_options() };
+    let err = open(&server.url("p"), &anonymous).unwrap().get("obj").unwrap_err();
     assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
 }
 
@@ -111,10 +87,7 @@ fn missing_bucket_is_a_config_error() {
     // put; a listing is where it reports NoSuchBucket.)
     let err = storage.list("").next().unwrap().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Config, "{err}");
-    assert!(
-        err.message.contains("no-such-bucket") && err.message.contains("NoSuchBucket"),
-        "{err}"
-    );
+    assert!(err.message.contains("no-such-bucket") && err.message.contains("NoSuchBucket"), "{err}");
     assert!(!err.retryable, "{err:?}");
 }
 
@@ -130,9 +103,7 @@ fn unreachable_endpoint_fails_fast_and_clearly() {
     };
     let storage = open("s3://backups/pg", &options).unwrap();
     let start = Instant::now();
-    let err = storage
-        .put("config", Bytes::from_static(b"x"), PutMode::Create)
-        .unwrap_err();
+    let err = storage.put("config", Bytes::from_static(b"x"), PutMode::Create).unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
     assert!(err.retryable);
@@ -144,10 +115,7 @@ fn unreachable_endpoint_fails_fast_and_clearly() {
     );
     assert!(err.message.contains("config"), "{err}");
     assert!(took < Duration::from_secs(6), "took {took:?}");
-    assert!(
-        took > Duration::from_millis(300),
-        "no backoff between attempts? {took:?}"
-    );
+    assert!(took > Duration::from_millis(300), "no backoff between attempts? {took:?}");
     let err = storage.list("").next().unwrap().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
 }
@@ -176,13 +144,6 @@ fn hung_endpoint_times_out() {
     let start = Instant::now();
     let err = storage.stat("config").unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unreachable, "{err}");
-    assert!(
-        err.message.contains(&endpoint) && err.message.contains("timed out"),
-        "{err}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(err.message.contains(&endpoint) && err.message.contains("timed out"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }

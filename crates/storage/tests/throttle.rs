@@ -11,32 +11,21 @@ const LIMIT: u64 = 4 << 20; // 4 MiB/s
 
 fn assert_about(took: Duration, expected: Duration) {
     // Generous upper bound: the machine may be busy with other builds.
-    let (low, high) = (
-        expected.mul_f64(0.9),
-        expected.mul_f64(2.0) + Duration::from_millis(300),
-    );
-    assert!(
-        took >= low && took <= high,
-        "took {took:?}, expected about {expected:?}"
-    );
+    let (low, high) = (expected.mul_f64(0.9), expected.mul_f64(2.0) + Duration::from_millis(300));
+    assert!(took >= low && took <= high, "took {took:?}, expected about {expected:?}");
 }
 
 #[test]
 fn writes_and_reads_are_paced() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StorageOptions {
-        bandwidth_limit: Some(LIMIT),
-        ..Default::default()
-    };
+    let options = StorageOptions { bandwidth_limit: Some(LIMIT), ..Default::default() };
     let storage = open(dir.path().to_str().unwrap(), &options).unwrap();
 
     // 2 MiB in 8 objects of 256 KiB: 0.5 s at the limit.
     let chunk = Bytes::from(vec![7u8; 256 << 10]);
     let start = Instant::now();
     for i in 0..8 {
-        storage
-            .put(&format!("obj/{i}"), chunk.clone(), PutMode::Create)
-            .unwrap();
+        storage.put(&format!("obj/{i}"), chunk.clone(), PutMode::Create).unwrap();
     }
     assert_about(start.elapsed(), Duration::from_millis(500));
 
@@ -64,9 +53,7 @@ fn limit_is_shared_between_threads() {
             scope.spawn(move || {
                 for i in 0..2 {
                     let data = Bytes::from(vec![1u8; 256 << 10]);
-                    storage
-                        .put(&format!("t{t}/{i}"), data, PutMode::Create)
-                        .unwrap();
+                    storage.put(&format!("t{t}/{i}"), data, PutMode::Create).unwrap();
                 }
             });
         }

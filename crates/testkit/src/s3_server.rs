@@ -37,12 +37,7 @@ impl S3Server {
         // Port 0: the kernel picks a free port, s3s-fs logs it; no race with other tests.
         let mut child = Command::new(&binary)
             .args(["--host", "127.0.0.1", "--port", "0"])
-            .args([
-                "--access-key",
-                Self::ACCESS_KEY,
-                "--secret-key",
-                Self::SECRET_KEY,
-            ])
+            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
             .arg(root.path())
             .env("RUST_LOG", "s3s_fs=info")
             .env("NO_COLOR", "1")
@@ -60,21 +55,14 @@ impl S3Server {
                 if let Some(mut err) = child.stderr.take() {
                     let _ = err.read_to_string(&mut stderr);
                 }
-                panic!(
-                    "s3s-fs ({}) did not start: {why}\nstderr:\n{stderr}",
-                    binary.display()
-                );
+                panic!("s3s-fs ({}) did not start: {why}\nstderr:\n{stderr}", binary.display());
             }
         };
         if let Some(mut stderr) = child.stderr.take() {
             // Drain so a chatty server never blocks on a full pipe.
             std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         }
-        let server = S3Server {
-            child,
-            root,
-            endpoint,
-        };
+        let server = S3Server { child, root, endpoint };
         server.create_bucket(Self::BUCKET);
         server
     }
@@ -156,17 +144,10 @@ fn find_binary() -> PathBuf {
         if path.is_file() {
             return path;
         }
-        panic!(
-            "CAIRN_S3S_FS={} is not a file: run scripts/install-s3s-fs",
-            path.display()
-        );
+        panic!("CAIRN_S3S_FS={} is not a file: run scripts/install-s3s-fs", path.display());
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|dir| dir.join("s3s-fs"))
-                .collect()
-        })
+        .map(|p| std::env::split_paths(&p).map(|dir| dir.join("s3s-fs")).collect())
         .unwrap_or_default();
     if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
         candidates.push(PathBuf::from(cargo_home).join("bin/s3s-fs"));

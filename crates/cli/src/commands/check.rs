@@ -8,20 +8,13 @@ use crate::output;
 
 pub fn run(format: Format, args: &CheckArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
-    let options = CheckOptions {
-        read_data: args.read_data,
-        channels: args.threads as usize,
-    };
+    let options = CheckOptions { read_data: args.read_data, channels: args.threads as usize };
     let report = cairn_repo::check(&repo, &options)?;
     output::print(format, &report, || render(&report, args.read_data));
     if report.is_ok() {
         Ok(())
     } else {
-        Err(damaged(format!(
-            "check found {} error(s) in {}",
-            report.errors.len(),
-            repo.location()
-        )))
+        Err(damaged(format!("check found {} error(s) in {}", report.errors.len(), repo.location())))
     }
 }
 
@@ -33,11 +26,7 @@ fn render(r: &CheckReport, read_data: bool) -> String {
         r.packs,
         r.chunks,
         r.manifests,
-        if read_data {
-            format!(", read {}", output::bytes(r.bytes_read))
-        } else {
-            String::new()
-        }
+        if read_data { format!(", read {}", output::bytes(r.bytes_read)) } else { String::new() }
     );
     for (label, list) in [("warning", &r.warnings), ("error", &r.errors)] {
         for p in list {

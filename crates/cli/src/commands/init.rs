@@ -9,29 +9,19 @@ use crate::password;
 
 pub fn run(format: Format, args: &InitArgs) -> anyhow::Result<()> {
     let encryption = Encryption::parse(&args.encryption).map_err(usage)?;
-    let compression =
-        Compression::parse(&args.compress_algorithm, args.compress_level).map_err(usage)?;
+    let compression = Compression::parse(&args.compress_algorithm, args.compress_level).map_err(usage)?;
     let mut chunker = ChunkerParams::default();
     if let Some(size) = args.chunk_size {
         chunker.fixed_size = u32::try_from(size).map_err(|_| usage("chunk size is too large"))?;
     }
-    let mut options = InitOptions {
-        encryption,
-        compression,
-        chunker,
-        ..Default::default()
-    };
+    let mut options = InitOptions { encryption, compression, chunker, ..Default::default() };
     if let Some(size) = args.pack_size {
         options.pack_size = u32::try_from(size).map_err(|_| usage("pack size is too large"))?;
     }
     let storage = super::storage(&args.repo)?;
     let location = storage.location();
     if encryption != Encryption::None {
-        options.password = Some(password::new(
-            args.repo.password_file.as_deref(),
-            true,
-            &location,
-        )?);
+        options.password = Some(password::new(args.repo.password_file.as_deref(), true, &location)?);
     }
     let repo = Repository::init(storage, options)?;
     let config = repo.config();

@@ -10,9 +10,7 @@ pub fn add(format: Format, args: &KeyAddArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
     let new = password::new(args.new_password_file.as_deref(), false, "the new key")?;
     let id = repo.add_key(&new, KdfParams::default())?;
-    output::print(format, &serde_json::json!({"added": id}), || {
-        format!("added key {}", id.short())
-    });
+    output::print(format, &serde_json::json!({"added": id}), || format!("added key {}", id.short()));
     Ok(())
 }
 
@@ -20,19 +18,11 @@ pub fn list(format: Format, args: &KeyListArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
     let keys = repo.list_keys()?;
     output::print(format, &keys, || {
-        let mut out = format!(
-            "{:<2}{:<10} {:<20} {:<16} {}\n",
-            "", "ID", "CREATED", "USER", "HOST"
-        );
+        let mut out = format!("{:<2}{:<10} {:<20} {:<16} {}\n", "", "ID", "CREATED", "USER", "HOST");
         for k in &keys {
             let mark = if k.current { "*" } else { "" };
             let created = k.created.format("%Y-%m-%d %H:%M:%S");
-            out += &format!(
-                "{mark:<2}{:<10} {created:<20} {:<16} {}\n",
-                k.id.short(),
-                k.user,
-                k.host
-            );
+            out += &format!("{mark:<2}{:<10} {created:<20} {:<16} {}\n", k.id.short(), k.user, k.host);
         }
         out
     });
@@ -42,8 +32,6 @@ pub fn list(format: Format, args: &KeyListArgs) -> anyhow::Result<()> {
 pub fn remove(format: Format, args: &KeyRemoveArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
     let id = repo.remove_key(&args.id)?;
-    output::print(format, &serde_json::json!({"removed": id}), || {
-        format!("removed key {}", id.short())
-    });
+    output::print(format, &serde_json::json!({"removed": id}), || format!("removed key {}", id.short()));
     Ok(())
 }

@@ -5,12 +5,7 @@ use crate::output;
 
 pub fn run(format: Format, args: &PruneArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
-    let s = cairn_repo::prune(
-        &repo,
-        &cairn_repo::PruneOptions {
-            dry_run: args.dry_run,
-        },
-    )?;
+    let s = cairn_repo::prune(&repo, &cairn_repo::PruneOptions { dry_run: args.dry_run })?;
     output::print(format, &s, || {
         let verb = if s.dry_run { "would remove" } else { "removed" };
         format!(

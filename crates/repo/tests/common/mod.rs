@@ -5,25 +5,17 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use cairn_repo::{
-    ChunkId, ChunkerKind, ChunkerParams, Compression, Encryption, EntryKind, FileEntry, Id,
-    InitOptions, KdfParams, Repository, WriteStats, Writer, WriterOptions,
+    ChunkId, ChunkerKind, ChunkerParams, Compression, Encryption, EntryKind, FileEntry, Id, InitOptions,
+    KdfParams, RepoError, Repository, WriteStats, Writer, WriterOptions,
 };
 use cairn_storage::{Storage, StorageOptions};
 
 pub const PASSWORD: &[u8] = b"correct horse";
 /// Cheap key derivation: tests open repositories many times.
-pub const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 1024,
-    iterations: 1,
-    parallelism: 1,
-};
+pub const FAST_KDF: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
 
 pub fn fs_storage(dir: &std::path::Path) -> Arc<dyn Storage> {
-    cairn_storage::open(
-        dir.to_str().expect("utf-8 path"),
-        &StorageOptions::default(),
-    )
-    .expect("open storage")
+    cairn_storage::open(dir.to_str().expect("utf-8 path"), &StorageOptions::default()).expect("open storage")
 }
 
 /// Small chunks and packs so that tests exercise many of each.
@@ -44,11 +36,7 @@ pub fn small_options(encryption: Encryption, compression: Compression) -> InitOp
 }
 
 pub fn init(storage: Arc<dyn Storage>, encryption: Encryption) -> Repository {
-    Repository::init(
-        storage,
-        small_options(encryption, Compression::Zstd { level: 3 }),
-    )
-    .expect("init")
+    Repository::init(storage, small_options(encryption, Compression::Zstd { level: 3 })).expect("init")
 }
 
 pub fn reopen(storage: Arc<dyn Storage>) -> Repository {
@@ -57,21 +45,14 @@ pub fn reopen(storage: Arc<dyn Storage>) -> Repository {
 
 /// Data that looks like database pages: repeated structure, some noise.
 pub fn pagey(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let row = format!(
-            "row {:>10} name-{:08x} balance {:>12}|",
-            x % 100_000,
-            x as u32,
-            (x >> 20) % 1_000_000
-        );
+        let row =
+            format!("row {:>10} name-{:08x} balance {:>12}|", x % 100_000, x as u32, (x >> 20) % 1_000_000);
         out.extend_from_slice(row.as_bytes());
     }
     out.truncate(len);
@@ -98,30 +79,29 @@ pub struct StoredFile {
 
 /// Stores `files` and records them in one manifest; returns the manifest id and stats.
 pub fn backup(repo: &Repository, files: &[StoredFile], channels: usize) -> (Id, WriteStats) {
-    let writer = Writer::new(
-        repo,
-        &WriterOptions {
-            channels,
-            ..Default::default()
-        },
-    )
-    .expect("writer");
+    backup_with(repo, files, &WriterOptions { channels, ..Default::default() }).expect("backup")
+}
+
+/// As [`backup`], with any writer options, returning failures.
+pub fn backup_with(
+    repo: &Repository,
+    files: &[StoredFile],
+    options: &WriterOptions,
+) -> Result<(Id, WriteStats), RepoError> {
+    let writer = Writer::new(repo, options)?;
     for (i, f) in files.iter().enumerate() {
-        let kind = if i % 2 == 0 {
-            ChunkerKind::Fixed
-        } else {
-            ChunkerKind::ContentDefined
-        };
-        let (chunks, size) = writer
-            .store(&mut Cursor::new(&f.data), kind)
-            .expect("store");
-        writer
-            .add_entry(&entry(&f.path, size, chunks))
-            .expect("entry");
+        let kind = if i % 2 == 0 { ChunkerKind::Fixed } else { ChunkerKind::ContentDefined };
+        let (chunks, size) = writer.store(&mut Cursor::new(&f.data), kind)?;
+        writer.add_entry(&entry(&f.path, size, chunks))?;
     }
-    writer
-        .commit("test", serde_json::json!({"files": files.len()}))
-        .expect("commit")
+    writer.commit("test", serde_json::json!({"files": files.len()}))
+}
+
+/// `check --read-data` finds neither errors nor warnings.
+pub fn assert_checks_clean(repo: &Repository) {
+    let report =
+        cairn_repo::check(repo, &cairn_repo::CheckOptions { read_data: true, channels: 2 }).expect("check");
+    assert!(report.is_ok() && report.warnings.is_empty(), "{:?} {:?}", report.errors, report.warnings);
 }
 
 pub fn entry(path: &str, size: u64, chunks: Vec<ChunkId>) -> FileEntry {
@@ -147,14 +127,10 @@ pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
         Ok(())
     })
     .expect("entries");
-    let outputs: Vec<std::sync::Mutex<Vec<u8>>> =
-        entries.iter().map(|_| Default::default()).collect();
+    let outputs: Vec<std::sync::Mutex<Vec<u8>>> = entries.iter().map(|_| Default::default()).collect();
     let total = repo
         .restore_files(&entries, 3, |e| {
-            let i = entries
-                .iter()
-                .position(|x| x.path == e.path)
-                .expect("entry");
+            let i = entries.iter().position(|x| x.path == e.path).expect("entry");
             Ok(Sink(&outputs[i]))
         })
         .expect("restore");
@@ -162,10 +138,7 @@ pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
     entries
         .into_iter()
         .zip(outputs)
-        .map(|(e, data)| StoredFile {
-            path: e.path,
-            data: data.into_inner().expect("lock"),
-        })
+        .map(|(e, data)| StoredFile { path: e.path, data: data.into_inner().expect("lock") })
         .collect()
 }
 
