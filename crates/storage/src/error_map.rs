@@ -4,28 +4,21 @@
 use std::error::Error as _;
 use std::io;
 
-use crate::{ErrorKind, StorageError};
+use crate::{ErrorKind, OpKind, StorageError};
 
-/// What was being done, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Put,
-    Get,
-    GetRange,
-    Stat,
-    List,
-    Delete,
-}
+/// The operation an error happened in.
+pub(crate) type Op = OpKind;
 
-impl Op {
+impl OpKind {
+    /// What was being done, for messages.
     fn verb(self) -> &'static str {
         match self {
-            Op::Put => "writing",
-            Op::Get => "reading",
-            Op::GetRange => "reading a range of",
-            Op::Stat => "checking",
-            Op::List => "listing",
-            Op::Delete => "deleting",
+            OpKind::Put => "writing",
+            OpKind::Get => "reading",
+            OpKind::GetRange => "reading a range of",
+            OpKind::Stat => "checking",
+            OpKind::List => "listing",
+            OpKind::Delete => "deleting",
         }
     }
 }
