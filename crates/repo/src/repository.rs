@@ -255,6 +255,43 @@ impl Repository {
             .map_err(|e| RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string()))
     }
 
+    /// Every manifest with its content, fetched a few at a time.
+    pub fn load_manifests(&self) -> Result<Vec<(Id, Manifest)>> {
+        let ids = self.list_manifests()?;
+        parallel_map(&ids, 8, |id| Ok((*id, self.load_manifest(id)?)))
+    }
+
+    /// Records a manifest that holds only metadata (no files): instance settings, or the
+    /// record of a backup still running or failed.
+    pub fn put_record(&self, kind: &str, meta: serde_json::Value) -> Result<Id> {
+        self.write_manifest(&Manifest {
+            kind: kind.to_string(),
+            created: chrono::Utc::now(),
+            host: crate::lock::hostname(),
+            meta,
+            tree: Vec::new(),
+            entries: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Replaces a manifest's metadata (a status change): the new manifest is stored before
+    /// the old one is removed, so a crash leaves one or both, never neither.
+    pub fn replace_meta(&self, id: &Id, meta: serde_json::Value) -> Result<Id> {
+        let mut manifest = self.load_manifest(id)?;
+        manifest.meta = meta;
+        let new = self.write_manifest(&manifest)?;
+        if new != *id {
+            self.delete_manifest(id)?;
+        }
+        Ok(new)
+    }
+
+    /// Removes a manifest; its data stays until the next prune.
+    pub fn delete_manifest(&self, id: &Id) -> Result<()> {
+        Ok(self.storage.delete(&layout::path(Kind::Manifest, id))?)
+    }
+
     pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<Id> {
         let body = serde_json::to_vec(manifest).unwrap_or_default();
         let (id, stored) = object::encode(&self.crypto, Kind::Manifest, &body)?;
