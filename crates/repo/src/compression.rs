@@ -88,11 +88,20 @@ impl Compressor {
     }
 }
 
+thread_local! {
+    // A zstd context is costly to build; one per thread serves every blob it opens.
+    static DECOMPRESSOR: std::cell::RefCell<std::io::Result<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new());
+}
+
 /// Restores a blob to `raw_len` bytes.
 pub fn decompress(codec: Codec, data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     let out = match codec {
         Codec::Raw => data.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?,
+        Codec::Zstd => DECOMPRESSOR.with(|d| match &mut *d.borrow_mut() {
+            Ok(d) => d.decompress(data, raw_len).map_err(|e| format!("zstd: {e}")),
+            Err(e) => Err(format!("zstd: {e}")),
+        })?,
         Codec::Lz4 => lz4_flex::block::decompress(data, raw_len).map_err(|e| format!("lz4: {e}"))?,
     };
     if out.len() != raw_len {
