@@ -68,6 +68,191 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Print cairn's version and the repository format version.
     Version,
+    /// Register a database cluster (instance) in the repository.
+    AddInstance(AddInstanceArgs),
+    /// Remove an instance and all its backups from the repository (data goes at the next prune).
+    DelInstance(InstanceArgs),
+    /// Change an instance's stored settings.
+    SetConfig(SetConfigArgs),
+    /// Print an instance's stored settings.
+    ShowConfig(InstanceArgs),
+    /// Take a backup of an instance.
+    Backup(BackupArgs),
+    /// List instances and backups.
+    Show(ShowArgs),
+    /// Restore a backup into a data directory.
+    Restore(RestoreArgs),
+    /// Read a backup back and check every file against its manifest.
+    Validate(ValidateArgs),
+}
+
+/// How to reach the database server (gs_probackup's names; `PG*` variables otherwise).
+#[derive(Debug, Args, Default)]
+pub struct ConnectionArgs {
+    /// Database server host or socket directory.
+    #[arg(short = 'h', long = "pghost", env = "PGHOST")]
+    pub host: Option<String>,
+    /// Database server port.
+    #[arg(short = 'p', long = "pgport", env = "PGPORT")]
+    pub port: Option<u16>,
+    /// User to connect as (a superuser or replication role).
+    #[arg(short = 'U', long = "pguser", env = "PGUSER")]
+    pub user: Option<String>,
+    /// Database to connect to.
+    #[arg(short = 'd', long = "pgdatabase", env = "PGDATABASE")]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Instance name.
+    #[arg(long)]
+    pub instance: String,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct AddInstanceArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// The cluster's data directory.
+    #[arg(short = 'D', long = "pgdata", env = "PGDATA")]
+    pub pgdata: PathBuf,
+    /// Directories outside the data directory to back up with it, separated by ':'.
+    #[arg(short = 'E', long = "external-dirs", value_delimiter = ':')]
+    pub external_dirs: Vec<String>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    pub help: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct SetConfigArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    #[arg(short = 'D', long = "pgdata")]
+    pub pgdata: Option<PathBuf>,
+    #[arg(short = 'E', long = "external-dirs", value_delimiter = ':')]
+    pub external_dirs: Option<Vec<String>>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
+    pub compress_algorithm: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub compress_level: Option<i32>,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    pub help: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Backup mode: FULL.
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full"], default_value = "FULL")]
+    pub mode: String,
+    /// Parallel channels reading, compressing, encrypting and uploading (1-255).
+    #[arg(short = 'j', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub threads: u16,
+    /// Show progress.
+    #[arg(long)]
+    pub progress: bool,
+    /// A note kept with the backup.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Spread the starting checkpoint over time instead of a fast checkpoint.
+    #[arg(short = 'C', long = "smooth-checkpoint")]
+    pub smooth_checkpoint: bool,
+    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
+    pub compress_algorithm: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub compress_level: Option<i32>,
+    /// Do not read the backup back after taking it (status DONE instead of OK).
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Back up even if data pages fail their checksum.
+    #[arg(long)]
+    pub skip_block_validation: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+    pub help: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only this instance.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Only this backup (with --instance).
+    #[arg(short = 'i', long = "backup-id", requires = "instance")]
+    pub backup_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Target data directory.
+    #[arg(short = 'D', long = "pgdata")]
+    pub pgdata: PathBuf,
+    /// Backup to restore (default: the newest usable one).
+    #[arg(short = 'i', long = "backup-id")]
+    pub backup_id: Option<String>,
+    #[arg(short = 'j', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub threads: u16,
+    #[arg(long)]
+    pub progress: bool,
+    /// Move a tablespace: OLDDIR=NEWDIR (repeatable).
+    #[arg(short = 'T', long = "tablespace-mapping", value_parser = parse_mapping)]
+    pub tablespace_mapping: Vec<(String, String)>,
+    /// Move an external directory: OLDDIR=NEWDIR (repeatable).
+    #[arg(long = "external-mapping", value_parser = parse_mapping)]
+    pub external_mapping: Vec<(String, String)>,
+    #[arg(long)]
+    pub skip_external_dirs: bool,
+    /// Restore into a non-empty directory, replacing its contents.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Backup to validate (default: the newest).
+    #[arg(short = 'i', long = "backup-id")]
+    pub backup_id: Option<String>,
+    #[arg(short = 'j', long = "threads", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub threads: u16,
+    #[arg(long)]
+    pub progress: bool,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((old, new)) if old.starts_with('/') && new.starts_with('/') => {
+            Ok((old.to_string(), new.to_string()))
+        }
+        _ => Err(format!("'{s}' is not OLDDIR=NEWDIR with two absolute paths")),
+    }
 }
 
 #[derive(Debug, Args)]

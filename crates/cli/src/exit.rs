@@ -10,7 +10,9 @@ pub struct ExitCode {
 }
 
 pub fn code_of(error: &anyhow::Error) -> ExitCode {
-    let code = if let Some(e) = error.downcast_ref::<RepoError>() {
+    let code = if let Some(e) = error.downcast_ref::<cairn_engine::EngineError>() {
+        e.code()
+    } else if let Some(e) = error.downcast_ref::<RepoError>() {
         e.code()
     } else if let Some(e) = error.downcast_ref::<StorageError>() {
         RepoError::Storage(StorageError::new(e.kind, "")).code()
@@ -30,7 +32,10 @@ pub fn status_of(code: &str) -> i32 {
         "password-required" | "wrong-password" => 4,
         "locked" => 5,
         "storage-unreachable" | "storage-denied" | "storage-config" | "storage" | "object-exists" => 6,
-        "damaged" | "object-not-found" => 7,
+        "damaged" | "object-not-found" | "corrupt-pages" => 7,
+        "instance-not-found" | "instance-exists" | "backup-not-found" => 8,
+        "db-unreachable" | "db-error" => 9,
+        "restore-refused" => 10,
         _ => 1,
     }
 }

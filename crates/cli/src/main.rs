@@ -6,6 +6,7 @@ mod commands;
 mod exit;
 mod output;
 mod password;
+mod progress;
 mod size;
 
 use clap::Parser;

@@ -1,9 +1,13 @@
 //! One module per command; each turns its arguments into library calls and renders the result.
 
+mod backup;
 mod check;
 mod init;
+mod instance;
 mod key;
 mod prune;
+mod restore;
+mod show;
 mod unlock;
 
 use std::sync::Arc;
@@ -24,6 +28,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(KeyCommand::Remove(args)) => key::remove(format, &args),
         Command::Prune(args) => prune::run(format, &args),
         Command::Unlock(args) => unlock::run(format, &args),
+        Command::AddInstance(args) => instance::add(format, &args),
+        Command::DelInstance(args) => instance::delete(format, &args),
+        Command::SetConfig(args) => instance::set(format, &args),
+        Command::ShowConfig(args) => instance::show(format, &args),
+        Command::Backup(args) => backup::run(format, &args),
+        Command::Show(args) => show::run(format, &args),
+        Command::Restore(args) => restore::run(format, &args),
+        Command::Validate(args) => restore::validate(format, &args),
         Command::Version => {
             let value = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,51 @@
+//! `cairn backup`.
+
+use cairn_engine::BackupOptions;
+use cairn_repo::Compression;
+
+use crate::cli::{BackupArgs, Format};
+use crate::exit::usage;
+use crate::output;
+
+pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
+    let repo = super::open(&args.repo)?;
+    let compression = match &args.compress_algorithm {
+        Some(a) => Some(Compression::parse(a, args.compress_level).map_err(usage)?),
+        None if args.compress_level.is_some() => {
+            return Err(usage("--compress-level needs --compress-algorithm"));
+        }
+        None => None,
+    };
+    let options = BackupOptions {
+        instance: args.instance.clone(),
+        connection: super::instance::connection(&args.connection),
+        channels: args.threads as usize,
+        smooth_checkpoint: args.smooth_checkpoint,
+        compression,
+        note: args.note.clone(),
+        no_validate: args.no_validate,
+        skip_block_validation: args.skip_block_validation,
+    };
+    let progress = crate::progress::renderer(args.progress, format);
+    let s = cairn_engine::backup(&repo, &options, progress.as_ref())?;
+    output::print(format, &s, || {
+        let r = &s.record;
+        let lsn = |l: Option<cairn_pg::Lsn>| l.map_or("-".into(), |l| l.to_string());
+        format!(
+            "backup {} of instance '{}' completed: status {:?}\n  LSN {} to {} on timeline {}\n  {} file(s), {} of data, {} added to the repository ({:.0}% of chunks reused)\n  {:.1} s, {}/s",
+            r.id,
+            r.instance,
+            r.status,
+            lsn(r.start_lsn),
+            lsn(r.stop_lsn),
+            r.timeline.map_or("-".into(), |t| t.get().to_string()),
+            s.files,
+            output::bytes(r.data_bytes),
+            output::bytes(r.stored_bytes),
+            if s.chunks == 0 { 0.0 } else { s.reused_chunks as f64 * 100.0 / s.chunks as f64 },
+            s.seconds,
+            output::bytes((r.data_bytes as f64 / s.seconds.max(0.001)) as u64),
+        )
+    });
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! Full physical backup of a running cluster: start a non-exclusive backup on one held
+//! connection (a temporary replication slot keeps the WAL), copy the data directory with the
+//! server's own exclusions (checking page checksums), stop, and store the `backup_label`, the
+//! `tablespace_map` and the WAL from start to stop with the backup, so that it restores to a
+//! consistent state on its own. `global/pg_control` is copied last.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use cairn_pg::{
+    page_lsn, relation_block, verify_page, walk_data_dir, ControlFile, DataDirEntry, Flavor, Lsn,
+    PageVerdict, TimelineId, WalSegmentName, WalSegmentSize, WalkOptions,
+};
+use cairn_repo::{ChunkerKind, EntryKind, FileEntry, Repository, Writer, WriterOptions};
+
+use crate::catalog::{self, BackupMode, BackupRecord, BackupStatus, Tablespace};
+use crate::connect::connect;
+use crate::error::{EngineError, Result};
+use crate::instance::{self, Connection};
+use crate::progress::Progress;
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub instance: String,
+    /// Overrides the instance's stored connection settings.
+    pub connection: Connection,
+    pub channels: usize,
+    /// Spread the start checkpoint (`-C`); the default is a fast checkpoint.
+    pub smooth_checkpoint: bool,
+    pub compression: Option<cairn_repo::Compression>,
+    pub note: Option<String>,
+    pub no_validate: bool,
+    pub skip_block_validation: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    #[serde(flatten)]
+    pub record: BackupRecord,
+    pub files: u64,
+    pub seconds: f64,
+    /// Chunks reused from earlier backups.
+    pub reused_chunks: u64,
+    pub chunks: u64,
+}
+
+pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progress) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let (_, mut config) = instance::find(repo, &options.instance)?;
+    let pgdata = PathBuf::from(&config.pgdata);
+    let mut client = connect(&config.connection.overridden_by(&options.connection))?;
+    let server = ServerInfo::read(&mut client)?;
+    let control = server.check(&pgdata, config.system_identifier)?;
+
+    let compression = options.compression.or(config.compression);
+    let writer = Writer::new(
+        repo,
+        &WriterOptions { channels: options.channels.max(1), compression, ..Default::default() },
+    )?;
+    let existing = catalog::list(repo, Some(&options.instance))?;
+    let now = chrono::Utc::now();
+    let mut record = BackupRecord {
+        instance: options.instance.clone(),
+        id: catalog::new_id(&existing, now),
+        mode: BackupMode::Full,
+        status: BackupStatus::Running,
+        start_time: now,
+        end_time: None,
+        start_lsn: None,
+        stop_lsn: None,
+        timeline: None,
+        server_version: server.version_num,
+        flavor: server.flavor.to_string(),
+        system_identifier: Some(server.system_identifier),
+        data_bytes: 0,
+        stored_bytes: 0,
+        wal_segments: 0,
+        checksums: server.checksums,
+        tablespaces: Vec::new(),
+        external_dirs: config.external_dirs.clone(),
+        note: options.note.clone(),
+        holder: Some(format!("{}:{}", cairn_repo::lock::hostname(), std::process::id())),
+        error: None,
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let running = repo.put_record(catalog::KIND, to_json(&record)?)?;
+    let outcome = take(
+        &mut client,
+        &server,
+        &control,
+        &pgdata,
+        &config.external_dirs,
+        &writer,
+        &mut record,
+        options,
+        progress,
+    );
+    let result = outcome.and_then(|files| {
+        record.status = BackupStatus::Done;
+        record.end_time = Some(chrono::Utc::now());
+        record.holder = None;
+        let (_, stats) = writer.commit(catalog::KIND, to_json(&record)?)?;
+        Ok((files, stats))
+    });
+    // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
+    let _ = repo.delete_manifest(&running);
+    let (files, stats) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            record.status = BackupStatus::Error;
+            record.end_time = Some(chrono::Utc::now());
+            record.holder = None;
+            record.error = Some(e.to_string());
+            if let Ok(meta) = to_json(&record) {
+                let _ = repo.put_record(catalog::KIND, meta);
+            }
+            return Err(e);
+        }
+    };
+    record.stored_bytes = stats.stored_bytes;
+    if config.system_identifier.is_none() {
+        config.system_identifier = Some(server.system_identifier);
+        instance::update(repo, &config)?;
+    }
+    let mut summary = BackupSummary {
+        record,
+        files,
+        seconds: 0.0,
+        reused_chunks: stats.chunks - stats.new_chunks,
+        chunks: stats.chunks,
+    };
+    let backup = catalog::find(repo, &options.instance, Some(&summary.record.id))?;
+    let mut stored = backup.record.clone();
+    stored.stored_bytes = stats.stored_bytes;
+    catalog::rewrite(repo, &backup, &stored)?;
+    if !options.no_validate {
+        summary.record.status =
+            crate::validate::validate(repo, &options.instance, Some(&stored.id), options.channels, progress)?
+                .status;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn to_json(record: &BackupRecord) -> Result<serde_json::Value> {
+    serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))
+}
+
+/// What the server says about itself.
+struct ServerInfo {
+    version_num: u32,
+    flavor: Flavor,
+    system_identifier: u64,
+    checksums: bool,
+    wal_segment_size: WalSegmentSize,
+    /// PostgreSQL 13 and 14 keep temporary statistics where this setting says.
+    stats_temp_directory: Option<String>,
+}
+
+impl ServerInfo {
+    fn read(client: &mut postgres::Client) -> Result<ServerInfo> {
+        let db = |source| EngineError::Database { during: "inspecting the server", source };
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, version(), current_setting('wal_level'), \
+                 (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), \
+                 (SELECT system_identifier FROM pg_control_system())::text, current_setting('data_checksums'), \
+                 (SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 ELSE 1 END \
+                    FROM pg_settings WHERE name = 'wal_segment_size')",
+                &[],
+            )
+            .map_err(db)?;
+        let version_num: i32 = row.get(0);
+        let version_text: String = row.get(1);
+        let wal_level: String = row.get(2);
+        let privileged: bool = row.get::<_, Option<bool>>(3).unwrap_or(false);
+        let system_identifier: String = row.get(4);
+        if wal_level == "minimal" {
+            return Err(EngineError::Server(
+                "wal_level is minimal: set wal_level = replica (or logical) and restart the server".into(),
+            ));
+        }
+        if !privileged {
+            return Err(EngineError::Server(
+                "the connecting role is neither a superuser nor a replication role; connect as one (-U)"
+                    .into(),
+            ));
+        }
+        let flavor = Flavor::detect(version_num as u32, &version_text)
+            .map_err(|e| EngineError::Server(e.to_string()))?;
+        let wal_segment_size = WalSegmentSize::new(row.get::<_, i64>(6) as u64)
+            .map_err(|e| EngineError::Server(e.to_string()))?;
+        let stats_temp_directory = if version_num < 150000 {
+            let row = client.query_one("SELECT current_setting('stats_temp_directory')", &[]).map_err(db)?;
+            Some(row.get(0))
+        } else {
+            None
+        };
+        Ok(ServerInfo {
+            version_num: version_num as u32,
+            flavor,
+            system_identifier: system_identifier
+                .parse()
+                .map_err(|_| EngineError::Server("unreadable system identifier".into()))?,
+            checksums: row.get::<_, String>(5) == "on",
+            wal_segment_size,
+            stats_temp_directory,
+        })
+    }
+
+    /// The data directory given must be the server's own, and of the instance's cluster.
+    fn check(&self, pgdata: &Path, expected: Option<u64>) -> Result<ControlFile> {
+        let control_path = pgdata.join(self.flavor.info().layout.control_file);
+        let control = ControlFile::read(&control_path).map_err(|e| {
+            EngineError::Invalid(format!("{} is not a readable data directory: {e}", pgdata.display()))
+        })?;
+        if control.system_identifier != self.system_identifier {
+            return Err(EngineError::Invalid(format!(
+                "{} belongs to cluster {}, but the server connected to is cluster {}: wrong data directory or wrong server",
+                pgdata.display(),
+                control.system_identifier,
+                self.system_identifier
+            )));
+        }
+        if let Some(expected) = expected.filter(|&e| e != self.system_identifier) {
+            return Err(EngineError::Invalid(format!(
+                "this instance was cluster {expected}, the server is now cluster {}; add a new instance for it",
+                self.system_identifier
+            )));
+        }
+        Ok(control)
+    }
+}
+
+/// The backup proper; returns the number of entries recorded.
+#[allow(clippy::too_many_arguments)]
+fn take(
+    client: &mut postgres::Client,
+    server: &ServerInfo,
+    control: &ControlFile,
+    pgdata: &Path,
+    external_dirs: &[String],
+    writer: &Writer<'_>,
+    record: &mut BackupRecord,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let db = |during, source| EngineError::Database { during, source };
+    // The slot keeps every WAL segment from the start on until we have copied it.
+    let slot = format!("cairn_{}", record.id.to_lowercase());
+    client
+        .execute("SELECT pg_create_physical_replication_slot($1, true, true)", &[&slot])
+        .map_err(|e| db("creating a temporary replication slot", e))?;
+    let label = format!("cairn backup {}", record.id);
+    let fast = !options.smooth_checkpoint;
+    let sql = server.flavor.info().backup_sql;
+    let start: String =
+        client.query_one(sql.start, &[&label, &fast]).map_err(|e| db("starting the backup", e))?.get(0);
+    let start_lsn: Lsn =
+        start.parse().map_err(|_| EngineError::Server(format!("unexpected start LSN '{start}'")))?;
+    let timeline: i32 = client
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .map_err(|e| db("reading the timeline", e))?
+        .get(0);
+    record.start_lsn = Some(start_lsn);
+    let timeline = TimelineId::new(timeline as u32).map_err(|e| EngineError::Server(e.to_string()))?;
+    record.timeline = Some(timeline);
+
+    // Copy: everything but pg_control in parallel, pg_control last.
+    let walk_options = WalkOptions {
+        flavor: server.flavor,
+        stats_temp_directory: server.stats_temp_directory.clone(),
+        tablespace_version_dir: Some(cairn_pg::flavor::tablespace_version_dir(
+            server.flavor.major,
+            control.catalog_version,
+        )),
+        external_dirs: external_dirs.iter().map(PathBuf::from).collect(),
+    };
+    let walk = walk_data_dir(pgdata, &walk_options).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let layout = server.flavor.info().layout;
+    record.tablespaces = walk
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let oid = e.rel_path.strip_prefix(layout.tablespace_dir)?.strip_prefix('/')?.parse().ok()?;
+            Some(Tablespace { oid, location: e.link_target.clone()? })
+        })
+        .collect();
+    let (control_entries, rest): (Vec<DataDirEntry>, Vec<DataDirEntry>) =
+        walk.entries.into_iter().partition(|e| e.rel_path == layout.control_file);
+    let total: u64 = rest.iter().chain(&control_entries).map(|e| e.size).sum();
+    progress.begin("backup", total);
+    let corrupt = Mutex::new(Vec::new());
+    let copier = Copier { writer, start_lsn, checksums: server.checksums, corrupt: &corrupt, progress };
+    let mut count = copier.copy_all(&rest, options.channels.max(1))?;
+    count += copier.copy_all(&control_entries, 1)?;
+    progress.end();
+    let corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
+    if !corrupt.is_empty() && !options.skip_block_validation {
+        return Err(EngineError::CorruptPages(corrupt.join(", ")));
+    }
+
+    let wait_for_archive = false;
+    let stop = if sql.stop_waits_for_archive {
+        client.query_one(sql.stop, &[&wait_for_archive])
+    } else {
+        client.query_one(sql.stop, &[])
+    }
+    .map_err(|e| db("stopping the backup", e))?;
+    let stop_text: String = stop.get(0);
+    let stop_lsn: Lsn =
+        stop_text.parse().map_err(|_| EngineError::Server(format!("unexpected stop LSN '{stop_text}'")))?;
+    record.stop_lsn = Some(stop_lsn);
+    for (name, text) in [("backup_label", stop.get::<_, Option<String>>(1)), ("tablespace_map", stop.get(2))]
+    {
+        if let Some(text) = text.filter(|t| !t.is_empty()) {
+            let (chunks, size) = writer.store(&mut text.as_bytes(), ChunkerKind::ContentDefined)?;
+            let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            writer.add_entry(&FileEntry {
+                path: name.into(),
+                kind: EntryKind::File,
+                mode: 0o600,
+                size,
+                mtime_ns,
+                chunks,
+                target: None,
+                meta: serde_json::Value::Null,
+            })?;
+            count += 1;
+        }
+    }
+
+    // The WAL from the start to the stop: the stop function switched segments, so the last one is complete.
+    let segment_size = server.wal_segment_size;
+    let first = WalSegmentName::from_lsn(timeline, start_lsn, segment_size);
+    let last = WalSegmentName::from_end_lsn(timeline, stop_lsn, segment_size);
+    let mut segment = first;
+    loop {
+        let path = pgdata.join(layout.wal_dir).join(segment.to_string());
+        let mut file = wait_for(&path)?;
+        let (chunks, size) = writer.store(&mut file, ChunkerKind::Fixed)?;
+        let rel = format!("{}/{segment}", layout.wal_dir);
+        writer.add_entry(&FileEntry {
+            path: rel,
+            kind: EntryKind::File,
+            mode: 0o600,
+            size,
+            mtime_ns: 0,
+            chunks,
+            target: None,
+            meta: serde_json::Value::Null,
+        })?;
+        record.data_bytes += size;
+        record.wal_segments += 1;
+        count += 1;
+        if segment == last {
+            break;
+        }
+        segment = segment.next(segment_size).map_err(|e| EngineError::Server(e.to_string()))?;
+    }
+    record.data_bytes += total;
+    // Dropping the connection drops the temporary slot.
+    Ok(count)
+}
+
+/// A WAL segment the server has just finished may take a moment to appear under its name.
+fn wait_for(path: &Path) -> Result<File> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match File::open(path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => return Err(EngineError::io(format!("reading WAL segment {}", path.display()), e)),
+        }
+    }
+}
+
+/// Copies walk entries into the writer, `channels` files at a time.
+struct Copier<'a> {
+    writer: &'a Writer<'a>,
+    start_lsn: Lsn,
+    checksums: bool,
+    corrupt: &'a Mutex<Vec<String>>,
+    progress: &'a dyn Progress,
+}
+
+impl Copier<'_> {
+    fn copy_all(&self, entries: &[DataDirEntry], channels: usize) -> Result<u64> {
+        let next = AtomicUsize::new(0);
+        let failure: Mutex<Option<EngineError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..channels.min(entries.len().max(1)) {
+                s.spawn(|| {
+                    while let Some(entry) = entries.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = self.copy(entry) {
+                            failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                            next.store(entries.len(), Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(entries.len() as u64),
+        }
+    }
+
+    fn copy(&self, entry: &DataDirEntry) -> Result<()> {
+        let kind = match entry.kind {
+            cairn_pg::EntryKind::Dir => EntryKind::Dir,
+            cairn_pg::EntryKind::Symlink => EntryKind::Symlink,
+            cairn_pg::EntryKind::File => EntryKind::File,
+        };
+        let mut file_entry = FileEntry {
+            path: entry.rel_path.clone(),
+            kind,
+            mode: entry.mode,
+            size: 0,
+            mtime_ns: entry.mtime_ns,
+            chunks: Vec::new(),
+            target: entry.link_target.clone(),
+            meta: serde_json::Value::Null,
+        };
+        if kind == EntryKind::File {
+            let path = &entry.source;
+            let file = match File::open(path) {
+                Ok(f) => f,
+                // Files come and go while the server runs (WAL replay recreates them).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(EngineError::io(format!("reading {}", path.display()), e)),
+            };
+            let (chunks, size) = if entry.is_relation_file {
+                let segment = segment_number(&entry.rel_path);
+                let mut reader = PageChecked::new(file, &entry.rel_path, segment, self);
+                self.writer.store(&mut reader, ChunkerKind::Fixed)?
+            } else {
+                let mut reader = Counting { inner: file, progress: self.progress };
+                self.writer.store(&mut reader, ChunkerKind::ContentDefined)?
+            };
+            file_entry.chunks = chunks;
+            file_entry.size = size;
+        }
+        self.writer.add_entry(&file_entry)?;
+        Ok(())
+    }
+}
+
+/// `16384.3` is segment 3 of its relation.
+fn segment_number(rel_path: &str) -> u32 {
+    let name = rel_path.rsplit('/').next().unwrap_or("");
+    name.split_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
+}
+
+struct Counting<'p> {
+    inner: File,
+    progress: &'p dyn Progress,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+const PAGE: usize = 8192;
+const BUFFER_PAGES: usize = 128;
+
+/// Reads a relation file page-aligned, checking each page's checksum. A page that fails is
+/// read again (a concurrent write may have torn it); if it still fails, a page changed after
+/// the backup started is fine (WAL replay rewrites it), an older one is corrupt.
+struct PageChecked<'c> {
+    file: File,
+    rel_path: String,
+    first_block: u32,
+    copier: &'c Copier<'c>,
+    buffer: Vec<u8>,
+    pos: usize,
+    offset: u64,
+}
+
+impl<'c> PageChecked<'c> {
+    fn new(file: File, rel_path: &str, segment: u32, copier: &'c Copier<'c>) -> Self {
+        PageChecked {
+            file,
+            rel_path: rel_path.to_string(),
+            first_block: relation_block(segment, 0),
+            copier,
+            buffer: Vec::new(),
+            pos: 0,
+            offset: 0,
+        }
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        self.buffer.resize(PAGE * BUFFER_PAGES, 0);
+        let mut filled = 0;
+        while filled < self.buffer.len() {
+            match self.file.read(&mut self.buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buffer.truncate(filled);
+        self.pos = 0;
+        if self.copier.checksums {
+            for (i, start) in (0..filled / PAGE * PAGE).step_by(PAGE).enumerate() {
+                let block = self.first_block + (self.offset / PAGE as u64) as u32 + i as u32;
+                let at = self.offset + start as u64;
+                self.check_page(start, block, at)?;
+            }
+        }
+        self.offset += filled as u64;
+        self.copier.progress.advance(filled as u64);
+        Ok(())
+    }
+
+    fn check_page(&mut self, start: usize, block: u32, at: u64) -> io::Result<()> {
+        let ok = |p: &[u8]| {
+            <&[u8; PAGE]>::try_from(p)
+                .is_ok_and(|p| matches!(verify_page(p, block), PageVerdict::Valid | PageVerdict::New))
+        };
+        if ok(&self.buffer[start..start + PAGE]) {
+            return Ok(());
+        }
+        let mut again = [0u8; PAGE];
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(10));
+            if self.file.read_at(&mut again, at)? == PAGE && ok(&again) {
+                self.buffer[start..start + PAGE].copy_from_slice(&again);
+                return Ok(());
+            }
+        }
+        if page_lsn(&again) >= self.copier.start_lsn {
+            return Ok(()); // written during the backup: WAL replay restores it
+        }
+        let mut corrupt = self.copier.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+        corrupt.push(format!("{} block {block}", self.rel_path));
+        Ok(())
+    }
+}
+
+impl Read for PageChecked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buffer.len() {
+            self.refill()?;
+        }
+        let n = buf.len().min(self.buffer.len() - self.pos);
+        buf[..n].copy_from_slice(&self.buffer[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,201 @@
+//! The catalog of backups: each backup is a manifest of kind `backup` whose metadata is a
+//! [`BackupRecord`]. A backup in progress is announced by a record without files (status
+//! RUNNING) that the finished backup replaces; one left behind by a dead process is ERROR.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use cairn_pg::{Lsn, TimelineId};
+use cairn_repo::{Id, Repository};
+
+use crate::error::{EngineError, Result};
+
+pub const KIND: &str = "backup";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BackupMode {
+    Full,
+}
+
+/// gs_probackup's statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BackupStatus {
+    /// Being taken now.
+    Running,
+    /// Finished, not validated.
+    Done,
+    /// Finished and validated.
+    Ok,
+    /// Failed or interrupted; not restorable.
+    Error,
+    Corrupt,
+}
+
+impl BackupStatus {
+    pub fn is_restorable(self) -> bool {
+        matches!(self, BackupStatus::Ok | BackupStatus::Done)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    pub oid: u32,
+    /// Where the tablespace was on the source host.
+    pub location: String,
+}
+
+/// A backup's record, stored as its manifest's metadata (docs/format.md §9 "meta").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub instance: String,
+    pub id: String,
+    pub mode: BackupMode,
+    pub status: BackupStatus,
+    pub start_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_lsn: Option<Lsn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_lsn: Option<Lsn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineId>,
+    #[serde(default)]
+    pub server_version: u32,
+    #[serde(default)]
+    pub flavor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<u64>,
+    /// Bytes of the files backed up (data directory, WAL, external directories).
+    #[serde(default)]
+    pub data_bytes: u64,
+    /// Bytes this backup added to the repository (after dedup, compression, encryption).
+    #[serde(default)]
+    pub stored_bytes: u64,
+    #[serde(default)]
+    pub wal_segments: u64,
+    #[serde(default)]
+    pub checksums: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespaces: Vec<Tablespace>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_dirs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `host:pid` of the process taking the backup (RUNNING records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// Why the backup failed (ERROR records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub program_version: String,
+}
+
+/// A backup as listed: its record and the manifest that holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    #[serde(flatten)]
+    pub record: BackupRecord,
+    #[serde(skip)]
+    pub manifest: Id,
+    /// Whether the manifest lists files (false for RUNNING and ERROR records).
+    #[serde(skip)]
+    pub has_files: bool,
+}
+
+/// A new backup id: the start time in seconds, base 36, so ids sort by time and are short
+/// (`T4XK2M`); later than every existing id of the instance.
+pub fn new_id(existing: &[BackupInfo], now: DateTime<Utc>) -> String {
+    let newest = existing.iter().filter_map(|b| from_base36(&b.record.id)).max().unwrap_or(0);
+    to_base36((now.timestamp().max(0) as u64).max(newest + 1))
+}
+
+fn to_base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut out = Vec::new();
+    while n > 0 || out.is_empty() {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn from_base36(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 36).ok()
+}
+
+/// The backups of `instance` (all instances if `None`), oldest first, with RUNNING records of
+/// processes that are gone shown as ERROR.
+pub fn list(repo: &Repository, instance: Option<&str>) -> Result<Vec<BackupInfo>> {
+    let locks = cairn_repo::lock::list_locks(repo.storage().as_ref())?;
+    let mut out = Vec::new();
+    for (id, manifest) in repo.load_manifests()? {
+        if manifest.kind != KIND {
+            continue;
+        }
+        let mut record: BackupRecord = serde_json::from_value(manifest.meta).map_err(|e| {
+            EngineError::Invalid(format!("backup record in manifest {} is unreadable: {e}", id.short()))
+        })?;
+        if instance.is_some_and(|name| name != record.instance) {
+            continue;
+        }
+        if record.status == BackupStatus::Running {
+            let alive = locks.iter().any(|(_, l)| {
+                !l.is_stale() && record.holder.as_deref() == Some(&format!("{}:{}", l.host, l.pid))
+            });
+            if !alive {
+                record.status = BackupStatus::Error;
+                record.error.get_or_insert_with(|| "interrupted: the process taking it is gone".into());
+            }
+        }
+        out.push(BackupInfo {
+            record,
+            manifest: id,
+            has_files: !manifest.tree.is_empty() || manifest.entries > 0,
+        });
+    }
+    out.sort_by(|a, b| {
+        (from_base36(&a.record.id), &a.record.instance).cmp(&(from_base36(&b.record.id), &b.record.instance))
+    });
+    Ok(out)
+}
+
+/// Stores `record` as the metadata of `backup`'s manifest (a status change).
+pub fn rewrite(repo: &Repository, backup: &BackupInfo, record: &BackupRecord) -> Result<Id> {
+    let meta = serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    Ok(repo.replace_meta(&backup.manifest, meta)?)
+}
+
+/// The backup `id` of `instance`, or its newest restorable backup.
+pub fn find(repo: &Repository, instance: &str, id: Option<&str>) -> Result<BackupInfo> {
+    let backups = list(repo, Some(instance))?;
+    match id {
+        Some(id) => backups
+            .into_iter()
+            .find(|b| b.record.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| EngineError::UnknownBackup { instance: instance.into(), id: id.into() }),
+        None => backups
+            .into_iter()
+            .rev()
+            .find(|b| b.record.status.is_restorable() && b.has_files)
+            .ok_or_else(|| EngineError::NoBackup(instance.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_short_sortable_and_unique() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T05:00:00Z").unwrap().with_timezone(&Utc);
+        let a = new_id(&[], now);
+        assert_eq!(a.len(), 6);
+        assert_eq!(from_base36(&a), Some(now.timestamp() as u64));
+        let later = new_id(&[], now + chrono::Duration::seconds(1));
+        assert!(later > a);
+    }
+}

@@ -1,0 +1,57 @@
+//! The engine's errors: what went wrong with an instance, a backup or a restore, each with a
+//! stable code (docs/errors.md).
+
+use cairn_repo::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("instance '{0}' is not in this repository: add it with 'cairn add-instance'")]
+    UnknownInstance(String),
+    #[error("instance '{0}' already exists in this repository; change it with 'cairn set-config'")]
+    InstanceExists(String),
+    #[error("no backup '{id}' of instance '{instance}'; 'cairn show --instance {instance}' lists them")]
+    UnknownBackup { instance: String, id: String },
+    #[error("instance '{0}' has no usable backup (status OK or DONE)")]
+    NoBackup(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot connect to the database server at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("the database server cannot be backed up: {0}")]
+    Server(String),
+    #[error("database error during {during}: {source}")]
+    Database { during: &'static str, source: postgres::Error },
+    #[error(
+        "corrupt data page(s) found: {0}; fix the cluster, or back up anyway with --skip-block-validation"
+    )]
+    CorruptPages(String),
+    #[error("restore refused: {0}")]
+    Refused(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl EngineError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EngineError::Io { context: context.into(), source }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Repo(e) => e.code(),
+            EngineError::UnknownInstance(_) => "instance-not-found",
+            EngineError::InstanceExists(_) => "instance-exists",
+            EngineError::UnknownBackup { .. } | EngineError::NoBackup(_) => "backup-not-found",
+            EngineError::Invalid(_) => "invalid-argument",
+            EngineError::Connect { .. } => "db-unreachable",
+            EngineError::Server(_) | EngineError::Database { .. } => "db-error",
+            EngineError::CorruptPages(_) => "corrupt-pages",
+            EngineError::Refused(_) => "restore-refused",
+            EngineError::Io { .. } => "io",
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

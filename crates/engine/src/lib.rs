@@ -1,0 +1,20 @@
+//! cairn's operations, one module each: instances, backup, restore, validate, and the catalog
+//! of backups kept in the repository. The CLI and the server call these; they hold no
+//! business logic of their own.
+
+pub mod backup;
+pub mod catalog;
+mod connect;
+pub mod error;
+pub mod instance;
+pub mod progress;
+pub mod restore;
+pub mod validate;
+
+pub use backup::{backup, BackupOptions, BackupSummary};
+pub use catalog::{BackupInfo, BackupRecord, BackupStatus};
+pub use error::{EngineError, Result};
+pub use instance::{Connection, InstanceConfig};
+pub use progress::{Progress, Silent};
+pub use restore::{restore, RestoreOptions, RestoreSummary};
+pub use validate::{validate, ValidateSummary};

@@ -1,0 +1,306 @@
+//! Restore: writes a backup's files into a target data directory (tablespaces and external
+//! directories at their own, possibly remapped, places), refusing to overwrite anything unless
+//! told to, and never into a directory where a server runs.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use cairn_repo::{EntryKind, FileEntry, Repository};
+
+use crate::catalog::{self, BackupInfo};
+use crate::error::{EngineError, Result};
+use crate::progress::Progress;
+
+/// Where external directories sit in a backup: `external/<n>/...`, numbered from 1.
+const EXTERNAL_PREFIX: &str = "external/";
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub instance: String,
+    pub backup_id: Option<String>,
+    pub target: PathBuf,
+    pub channels: usize,
+    /// `-T OLDDIR=NEWDIR`: tablespace locations to move.
+    pub tablespace_mapping: Vec<(String, String)>,
+    /// `--external-mapping OLDDIR=NEWDIR`.
+    pub external_mapping: Vec<(String, String)>,
+    pub skip_external_dirs: bool,
+    /// Restore into a non-empty target, removing what is there.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreSummary {
+    pub backup_id: String,
+    pub target: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+pub fn restore(
+    repo: &Repository,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let backup = catalog::find(repo, &options.instance, options.backup_id.as_deref())?;
+    if !backup.record.status.is_restorable() || !backup.has_files {
+        return Err(EngineError::Refused(format!(
+            "backup {} has status {:?}{}",
+            backup.record.id,
+            backup.record.status,
+            backup.record.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        )));
+    }
+    let places = Places::new(&backup, options)?;
+    prepare_target(&options.target, options.force)?;
+    for dir in places.other_roots() {
+        prepare_target(&dir, options.force)?;
+    }
+
+    let entries = entries_of(repo, &backup)?;
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for entry in entries {
+        // The tablespace links are made here, at their (remapped) places; a tablespace_map
+        // would make the server relink them to the source's locations.
+        if entry.path == "tablespace_map" {
+            continue;
+        }
+        let Some(path) = places.map(&entry.path) else { continue };
+        match entry.kind {
+            EntryKind::Dir => {
+                fs::create_dir_all(&path)
+                    .map_err(|e| EngineError::io(format!("creating {}", path.display()), e))?;
+                dirs.push((path, entry));
+            }
+            EntryKind::Symlink => {
+                let target = places.symlink_target(&entry);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| EngineError::io(format!("creating {}", parent.display()), e))?;
+                }
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(|e| EngineError::io(format!("linking {} to {target}", path.display()), e))?;
+            }
+            EntryKind::File => files.push((path, entry)),
+        }
+    }
+    for (path, _) in &files {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| EngineError::io(format!("creating {}", parent.display()), e))?;
+        }
+    }
+
+    let total: u64 = files.iter().map(|(_, e)| e.size).sum();
+    progress.begin("restore", total);
+    let paths: BTreeMap<&str, &Path> = files.iter().map(|(p, e)| (e.path.as_str(), p.as_path())).collect();
+    let entries: Vec<FileEntry> = files.iter().map(|(_, e)| e.clone()).collect();
+    repo.load_index()?;
+    let bytes = repo.restore_files(&entries, options.channels.max(1), |entry| {
+        let path = paths[entry.path.as_str()];
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(entry.mode & 0o7777)
+            .open(path)
+            .map_err(|e| cairn_repo::RepoError::io(format!("creating {}", path.display()), e))?;
+        Ok(RestoredFile {
+            out: BufWriter::with_capacity(1 << 20, file),
+            entry_mtime: entry.mtime_ns,
+            progress,
+        })
+    })?;
+    progress.end();
+    // Directory modes and times last: writing inside a directory changes its time.
+    for (path, entry) in dirs.iter().rev() {
+        fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
+            .map_err(|e| EngineError::io(format!("setting the mode of {}", path.display()), e))?;
+    }
+    sync_dir(&options.target)?;
+    Ok(RestoreSummary {
+        backup_id: backup.record.id,
+        target: options.target.display().to_string(),
+        files: files.len() as u64,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every entry of a backup, in order.
+pub fn entries_of(repo: &Repository, backup: &BackupInfo) -> Result<Vec<FileEntry>> {
+    let manifest = repo.load_manifest(&backup.manifest)?;
+    repo.load_index()?;
+    let mut entries = Vec::new();
+    repo.for_each_entry(&backup.manifest, &manifest, &mut |e| {
+        entries.push(e);
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
+/// A restored file: written through a buffer, then given its time and flushed to disk.
+struct RestoredFile<'p> {
+    out: BufWriter<File>,
+    entry_mtime: i64,
+    progress: &'p dyn Progress,
+}
+
+impl Write for RestoredFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        let file = self.out.get_ref();
+        let mtime = UNIX_EPOCH + Duration::from_nanos(self.entry_mtime.max(0) as u64);
+        file.set_modified(mtime)?;
+        file.sync_all()
+    }
+}
+
+/// Refuses a target where a server runs, or one that is not empty (unless `force`, which
+/// empties it). Creates it if missing, with the mode PostgreSQL insists on.
+fn prepare_target(dir: &Path, force: bool) -> Result<()> {
+    if let Some(pid) = running_postmaster(dir) {
+        return Err(EngineError::Refused(format!(
+            "a PostgreSQL server (pid {pid}) is running in {}; stop it first",
+            dir.display()
+        )));
+    }
+    match fs::read_dir(dir) {
+        Ok(mut listing) => {
+            if listing.next().is_some() {
+                if !force {
+                    return Err(EngineError::Refused(format!(
+                        "{} is not empty; restore into an empty directory, or give --force to replace its contents",
+                        dir.display()
+                    )));
+                }
+                for item in
+                    fs::read_dir(dir).map_err(|e| EngineError::io(format!("reading {}", dir.display()), e))?
+                {
+                    let path =
+                        item.map_err(|e| EngineError::io(format!("reading {}", dir.display()), e))?.path();
+                    let removed = if path.is_dir() && !path.is_symlink() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    removed.map_err(|e| EngineError::io(format!("removing {}", path.display()), e))?;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
+        }
+        Err(e) => return Err(EngineError::io(format!("reading {}", dir.display()), e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| EngineError::io(format!("setting the mode of {}", dir.display()), e))
+}
+
+/// The pid in `dir/postmaster.pid`, if that process is alive.
+fn running_postmaster(dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| EngineError::io(format!("syncing {}", dir.display()), e))
+}
+
+/// Where each backed-up path goes.
+struct Places {
+    target: PathBuf,
+    /// Tablespace oid -> restore location.
+    tablespaces: BTreeMap<u32, PathBuf>,
+    /// External directory number -> restore location (absent when skipped).
+    externals: BTreeMap<usize, PathBuf>,
+}
+
+impl Places {
+    fn new(backup: &BackupInfo, options: &RestoreOptions) -> Result<Places> {
+        let remap = |mapping: &[(String, String)], old: &str| -> PathBuf {
+            let old_norm = old.trim_end_matches('/');
+            mapping
+                .iter()
+                .find(|(from, _)| from.trim_end_matches('/') == old_norm)
+                .map_or_else(|| PathBuf::from(old), |(_, to)| PathBuf::from(to))
+        };
+        for (from, _) in &options.tablespace_mapping {
+            if !backup
+                .record
+                .tablespaces
+                .iter()
+                .any(|t| t.location.trim_end_matches('/') == from.trim_end_matches('/'))
+            {
+                return Err(EngineError::Invalid(format!(
+                    "-T {from}=...: the backup has no tablespace at {from}"
+                )));
+            }
+        }
+        let tablespaces = backup
+            .record
+            .tablespaces
+            .iter()
+            .map(|t| (t.oid, remap(&options.tablespace_mapping, &t.location)))
+            .collect();
+        let externals = if options.skip_external_dirs {
+            BTreeMap::new()
+        } else {
+            backup
+                .record
+                .external_dirs
+                .iter()
+                .enumerate()
+                .map(|(n, d)| (n + 1, remap(&options.external_mapping, d)))
+                .collect()
+        };
+        Ok(Places { target: options.target.clone(), tablespaces, externals })
+    }
+
+    /// Directories outside the target that the restore fills.
+    fn other_roots(&self) -> Vec<PathBuf> {
+        self.tablespaces.values().chain(self.externals.values()).cloned().collect()
+    }
+
+    fn map(&self, path: &str) -> Option<PathBuf> {
+        if let Some(rest) = path.strip_prefix(EXTERNAL_PREFIX) {
+            let (n, inner) = rest.split_once('/').unwrap_or((rest, ""));
+            let root = self.externals.get(&n.parse().ok()?)?;
+            return Some(if inner.is_empty() { root.clone() } else { root.join(inner) });
+        }
+        if let Some(rest) = path.strip_prefix("pg_tblspc/") {
+            if let Some((oid, inner)) = rest.split_once('/') {
+                if let Some(root) = oid.parse().ok().and_then(|oid: u32| self.tablespaces.get(&oid)) {
+                    return Some(root.join(inner));
+                }
+            }
+        }
+        Some(self.target.join(path))
+    }
+
+    /// A tablespace link points at its (remapped) location; other links as they were.
+    fn symlink_target(&self, entry: &FileEntry) -> String {
+        let oid = entry.path.strip_prefix("pg_tblspc/").and_then(|o| o.parse::<u32>().ok());
+        match oid.and_then(|oid| self.tablespaces.get(&oid)) {
+            Some(location) => location.display().to_string(),
+            None => entry.target.clone().unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Full backup of a live cluster under load, restored into a cluster that starts, passes the
+//! server's own checks, and holds the source's data at the backup's consistency point. Runs on
+//! every supported PostgreSQL major.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use cairn_engine::instance::{self, InstanceConfig};
+use cairn_engine::{backup, restore, BackupOptions, BackupStatus, Connection, RestoreOptions, Silent};
+use cairn_repo::{Encryption, InitOptions, KdfParams, Repository};
+use cairn_testkit::PgCluster;
+
+const FAST_KDF: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+
+fn repository(dir: &Path) -> Repository {
+    let storage = cairn_storage::open(dir.to_str().unwrap(), &Default::default()).unwrap();
+    let options = InitOptions {
+        encryption: Encryption::Aes256Gcm,
+        password: Some(b"pw".to_vec()),
+        kdf: FAST_KDF,
+        ..Default::default()
+    };
+    Repository::init(storage, options).unwrap()
+}
+
+fn add_instance(repo: &Repository, cluster: &PgCluster, external: Vec<String>) {
+    let config = InstanceConfig {
+        name: "main".into(),
+        pgdata: cluster.data_dir().display().to_string(),
+        connection: Connection {
+            host: Some(cluster.host().to_string()),
+            port: Some(cluster.port()),
+            user: Some("postgres".into()),
+            database: Some("postgres".into()),
+        },
+        external_dirs: external,
+        compression: None,
+        system_identifier: None,
+    };
+    instance::add(repo, &config).unwrap();
+}
+
+/// Makes `dir` belong to the postgres user (the tests run as root, servers as postgres).
+fn give_to_postgres(dir: &Path) {
+    let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
+    assert!(status.success());
+}
+
+fn checksum_of(cluster: &PgCluster, table: &str) -> String {
+    cluster.psql(&format!("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"))
+}
+
+fn backup_under_load_restores_consistently(major: u32) {
+    let cluster = PgCluster::start(major);
+    let work = tempfile::tempdir().unwrap();
+    let tablespace = work.path().join("tblspc");
+    std::fs::create_dir(&tablespace).unwrap();
+    give_to_postgres(work.path());
+    cluster.psql(&format!("CREATE TABLESPACE extra LOCATION '{}'", tablespace.display()));
+    cluster.psql(
+        "CREATE TABLE quiet AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g;
+         CREATE TABLE in_tablespace TABLESPACE extra AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 20000) g;
+         CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g;
+         CREATE TABLE ledger (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), note text);",
+    );
+    let quiet = checksum_of(&cluster, "quiet");
+    let spaced = checksum_of(&cluster, "in_tablespace");
+
+    // Keep writing during the whole backup.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, conn) = (stop.clone(), cluster.connection_string());
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.execute("INSERT INTO ledger (note) VALUES (repeat('y', 200))", &[]).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before: i64 = cluster.psql("SELECT count(*) FROM ledger").parse().unwrap();
+
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repository(repo_dir.path());
+    add_instance(&repo, &cluster, Vec::new());
+    let options = BackupOptions { instance: "main".into(), channels: 2, ..Default::default() };
+    let summary = backup(&repo, &options, &Silent).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let inserted = writer.join().unwrap();
+    assert!(inserted > 0);
+    assert_eq!(summary.record.status, BackupStatus::Ok);
+    assert!(summary.record.wal_segments >= 1);
+    assert_eq!(summary.record.tablespaces.len(), 1);
+
+    // Restore with the tablespace moved, and start it.
+    let restored = work.path().join("restored");
+    let moved = work.path().join("tblspc-moved");
+    let options = RestoreOptions {
+        instance: "main".into(),
+        target: restored.clone(),
+        channels: 2,
+        tablespace_mapping: vec![(tablespace.display().to_string(), moved.display().to_string())],
+        ..Default::default()
+    };
+    restore(&repo, &options, &Silent).unwrap();
+    assert!(!restored.join("postmaster.pid").exists());
+    give_to_postgres(work.path());
+    let mut copy = PgCluster::from_data_dir(major, &restored);
+    assert_eq!(checksum_of(&copy, "quiet"), quiet);
+    assert_eq!(checksum_of(&copy, "in_tablespace"), spaced);
+    assert_eq!(
+        copy.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'extra'"),
+        moved.display().to_string()
+    );
+    // Every ledger row committed before the backup began is there, and every row there is real.
+    let restored_rows: i64 = copy.psql("SELECT count(*) FROM ledger").parse().unwrap();
+    assert!(
+        restored_rows >= before,
+        "{restored_rows} rows restored, {before} were committed before the backup"
+    );
+    let source_rows: i64 = cluster.psql("SELECT count(*) FROM ledger").parse().unwrap();
+    assert!(restored_rows <= source_rows);
+    let restored_ledger =
+        copy.psql("SELECT md5(string_agg(id || ':' || at || ':' || note, ',' ORDER BY id)) FROM ledger");
+    let source_prefix = cluster.psql(&format!(
+        "SELECT md5(string_agg(id || ':' || at || ':' || note, ',' ORDER BY id)) FROM ledger WHERE id IN ({})",
+        copy.psql("SELECT coalesce(string_agg(id::text, ','), '0') FROM ledger")
+    ));
+    assert_eq!(restored_ledger, source_prefix, "restored ledger rows differ from the source's");
+    // The unlogged table exists, empty (its init fork only).
+    assert_eq!(copy.psql("SELECT count(*) FROM scratch"), "0");
+
+    // The server's own checks: amcheck online, checksums offline.
+    if major >= 14 {
+        let amcheck = Command::new(PgCluster::client_bin_dir().join("pg_amcheck"))
+            .args([
+                "-h",
+                copy.host(),
+                "-p",
+                &copy.port().to_string(),
+                "-U",
+                "postgres",
+                "--all",
+                "--install-missing",
+            ])
+            .output()
+            .unwrap();
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&amcheck.stdout),
+            String::from_utf8_lossy(&amcheck.stderr)
+        );
+        assert!(amcheck.status.success(), "pg_amcheck: {output}");
+    } else {
+        // PostgreSQL 13's amcheck checks B-tree indexes only (pg_amcheck needs 14).
+        copy.psql("CREATE EXTENSION amcheck");
+        let checked = copy.psql(
+            "SELECT count(bt_index_check(c.oid, true)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_am am ON am.oid = c.relam WHERE am.amname = 'btree' AND c.relpersistence <> 't'",
+        );
+        assert!(checked.parse::<u32>().unwrap() > 100, "{checked} indexes checked");
+    }
+    copy.stop();
+    if major == 15 {
+        let checksums = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(PgCluster::client_bin_dir().join("pg_checksums"))
+            .args(["--check", "-D"])
+            .arg(&restored)
+            .output()
+            .unwrap();
+        assert!(checksums.status.success(), "pg_checksums: {}", String::from_utf8_lossy(&checksums.stderr));
+    }
+}
+
+#[test]
+fn backup_under_load_restores_consistently_on_postgres_15() {
+    backup_under_load_restores_consistently(15);
+}
+
+#[test]
+fn backup_under_load_restores_consistently_on_postgres_13() {
+    backup_under_load_restores_consistently(13);
+}
+
+#[test]
+fn backup_under_load_restores_consistently_on_postgres_14() {
+    backup_under_load_restores_consistently(14);
+}
+
+#[test]
+fn backup_under_load_restores_consistently_on_postgres_16() {
+    backup_under_load_restores_consistently(16);
+}
+
+#[test]
+fn backup_under_load_restores_consistently_on_postgres_17() {
+    backup_under_load_restores_consistently(17);
+}
+
+#[test]
+fn backup_under_load_restores_consistently_on_postgres_18() {
+    backup_under_load_restores_consistently(18);
+}
+
+/// Every major in the flavor table has a run above: adding a major without a test fails here.
+#[test]
+fn every_supported_major_is_tested() {
+    let source = include_str!("backup_restore.rs");
+    for major in cairn_pg::SUPPORTED_POSTGRES_MAJORS {
+        let test = format!("fn backup_under_load_restores_consistently_on_postgres_{major}()");
+        assert!(source.contains(&test), "PostgreSQL {major} is supported but has no backup/restore test");
+    }
+}
