@@ -217,3 +217,34 @@ fn every_supported_major_is_tested() {
         assert!(source.contains(&test), "PostgreSQL {major} is supported but has no backup/restore test");
     }
 }
+
+#[test]
+fn a_corrupt_page_fails_the_backup_naming_file_and_block() {
+    let mut cluster = PgCluster::start(15);
+    cluster.psql(
+        "CREATE TABLE victim AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g; CHECKPOINT",
+    );
+    let file = cluster.psql("SELECT pg_relation_filepath('victim')");
+    cluster.stop();
+    // Damage block 3 of the table, as a bad disk would: the server does not notice until read.
+    let path = cluster.data_dir().join(&file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3 * 8192 + 4000] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    cluster.start_again();
+
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repository(repo_dir.path());
+    add_instance(&repo, &cluster, Vec::new());
+    let options = BackupOptions { instance: "main".into(), ..Default::default() };
+    let err = backup(&repo, &options, &Silent).unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.code(), "corrupt-pages");
+    assert!(message.contains(&format!("{file} block 3")), "{message}");
+    let listed = cairn_engine::catalog::list(&repo, Some("main")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record.status, BackupStatus::Error, "a failed backup is recorded as ERROR");
+
+    let skipping = BackupOptions { skip_block_validation: true, ..options };
+    assert_eq!(backup(&repo, &skipping, &Silent).unwrap().record.status, BackupStatus::Ok);
+}

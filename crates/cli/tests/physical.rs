@@ -1,0 +1,179 @@
+//! The physical backup commands through the binary, against a real PostgreSQL 15 cluster:
+//! add-instance, backup, show, validate, restore, and the errors a DBA meets.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+use cairn_testkit::PgCluster;
+use serde_json::Value;
+
+fn cairn(repo: &Path, args: &[&str]) -> Output {
+    Command::cargo_bin("cairn")
+        .unwrap()
+        .env_remove("BACKUP_PATH")
+        .env("CAIRN_PASSWORD", "demo password")
+        .args(args)
+        .args(["-B", repo.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn fails(out: Output, status: i32, code: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    v["error"]["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn backup_show_validate_restore_and_refusals() {
+    let cluster = PgCluster::start(15);
+    cluster.psql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 10000) g");
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    ok(cairn(&repo, &["init"]));
+    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
+    let port = cluster.port().to_string();
+    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+
+    // A backup of an instance the repository does not know.
+    fails(cairn(&repo, &["backup", "--instance", "main"]), 8, "instance-not-found");
+    // A data directory that is not one.
+    let msg = fails(
+        cairn(&repo, &["add-instance", "--instance", "main", "-D", work.path().to_str().unwrap()]),
+        2,
+        "invalid-argument",
+    );
+    assert!(msg.contains("PG_VERSION"), "{msg}");
+
+    let mut add = vec!["add-instance", "--instance", "main", "-D", pgdata.as_str()];
+    add.extend(conn);
+    ok(cairn(&repo, &add));
+    fails(cairn(&repo, &add), 8, "instance-exists");
+    let config = ok(cairn(&repo, &["show-config", "--instance", "main"]));
+    assert_eq!(config["connection"]["port"], cluster.port());
+
+    let backup = ok(cairn(&repo, &["backup", "--instance", "main", "-j", "2", "--note", "first"]));
+    assert_eq!(backup["status"], "OK");
+    let id = backup["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 6);
+    let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
+    assert_eq!(shown.as_array().unwrap().len(), 1);
+    assert_eq!(shown[0]["note"], "first");
+    assert!(shown[0]["start_lsn"].as_str().unwrap().contains('/'));
+    ok(cairn(&repo, &["validate", "--instance", "main", "-i", &id]));
+    fails(cairn(&repo, &["validate", "--instance", "main", "-i", "NOSUCH"]), 8, "backup-not-found");
+
+    // Restore: refused into a running cluster and a non-empty directory; fine into a new one.
+    let msg = fails(
+        cairn(&repo, &["restore", "--instance", "main", "-D", &pgdata, "--force"]),
+        10,
+        "restore-refused",
+    );
+    assert!(msg.contains("running"), "{msg}");
+    let busy = work.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("precious"), "x").unwrap();
+    let msg = fails(
+        cairn(&repo, &["restore", "--instance", "main", "-D", busy.to_str().unwrap()]),
+        10,
+        "restore-refused",
+    );
+    assert!(msg.contains("--force"), "{msg}");
+    assert_eq!(std::fs::read_to_string(busy.join("precious")).unwrap(), "x", "nothing was touched");
+    let target = work.path().join("restored");
+    let restored =
+        ok(cairn(&repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap(), "-j", "2"]));
+    assert_eq!(restored["backup_id"], id.as_str());
+    assert!(target.join("backup_label").exists() && target.join("global/pg_control").exists());
+
+    // The server down: a clear error, and an ERROR record, never an OK backup.
+    drop(cluster);
+    let msg = fails(cairn(&repo, &["backup", "--instance", "main"]), 9, "db-unreachable");
+    assert!(msg.contains("127.0.0.1"), "{msg}");
+    let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
+    assert!(shown.as_array().unwrap().iter().all(|b| b["status"] == "OK"), "{shown}");
+}
+
+#[test]
+fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
+    let cluster = PgCluster::start(15);
+    // Enough incompressible data that the backup takes a while and writes several packs.
+    cluster.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 600000) g");
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    ok(cairn(&repo, &["init"]));
+    let port = cluster.port().to_string();
+    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
+    ok(cairn(
+        &repo,
+        &[
+            "add-instance",
+            "--instance",
+            "main",
+            "-D",
+            &pgdata,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+        ],
+    ));
+    let first = ok(cairn(&repo, &["backup", "--instance", "main", "--no-validate"]));
+    // New data since the first backup (so the next one writes packs while copying); the old
+    // table is unchanged, so its chunks are reused.
+    cluster.psql("CREATE TABLE more AS SELECT g, md5((g * 3)::text) || md5((g * 5)::text) AS v FROM generate_series(1, 300000) g; CHECKPOINT");
+
+    let manifests = |repo: &Path| std::fs::read_dir(repo.join("manifests")).map_or(0, |d| d.count());
+    let before = manifests(&repo);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
+        .env("CAIRN_PASSWORD", "demo password")
+        .args(["backup", "--instance", "main", "-B", repo.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The RUNNING record appears as the copy starts; the copy then takes seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while manifests(&repo) == before
+        && std::time::Instant::now() < deadline
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // The killed backup shows as ERROR, never OK; the repository checks clean.
+    let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
+    let statuses: Vec<&str> =
+        shown.as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["DONE", "ERROR"], "{shown}");
+    ok(cairn(&repo, &["check", "--read-data"]));
+    ok(cairn(&repo, &["validate", "--instance", "main", "-i", first["id"].as_str().unwrap()]));
+
+    // The next backup succeeds, reusing what the first stored.
+    let next = ok(cairn(&repo, &["backup", "--instance", "main"]));
+    assert_eq!(next["status"], "OK");
+    assert!(next["reused_chunks"].as_u64().unwrap() * 2 > next["chunks"].as_u64().unwrap(), "{next}");
+    let target = work.path().join("restored");
+    ok(cairn(&repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap()]));
+}
