@@ -323,16 +323,7 @@ fn take(
         if let Some(text) = text.filter(|t| !t.is_empty()) {
             let (chunks, size) = writer.store(&mut text.as_bytes(), ChunkerKind::ContentDefined)?;
             let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-            writer.add_entry(&FileEntry {
-                path: name.into(),
-                kind: EntryKind::File,
-                mode: 0o600,
-                size,
-                mtime_ns,
-                chunks,
-                target: None,
-                meta: serde_json::Value::Null,
-            })?;
+            writer.add_entry(&FileEntry::file(name, 0o600, mtime_ns, size, chunks))?;
             count += 1;
         }
     }
@@ -347,16 +338,7 @@ fn take(
         let mut file = wait_for(&path)?;
         let (chunks, size) = writer.store(&mut file, ChunkerKind::Fixed)?;
         let rel = format!("{}/{segment}", layout.wal_dir);
-        writer.add_entry(&FileEntry {
-            path: rel,
-            kind: EntryKind::File,
-            mode: 0o600,
-            size,
-            mtime_ns: 0,
-            chunks,
-            target: None,
-            meta: serde_json::Value::Null,
-        })?;
+        writer.add_entry(&FileEntry::file(rel, 0o600, 0, size, chunks))?;
         record.data_bytes += size;
         record.wal_segments += 1;
         count += 1;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cairn_repo::{
-    ChunkerKind, ChunkerParams, Encryption, EntryKind, FileEntry, InitOptions, RepoError, Repository, Writer,
+    ChunkerKind, ChunkerParams, Encryption, FileEntry, InitOptions, RepoError, Repository, Writer,
     WriterOptions,
 };
 
@@ -123,16 +123,7 @@ fn store(repo: &Repository, root: &Path, channels: usize) -> Result<u64, Box<dyn
                             .map_err(|e| e.to_string())?
                             .to_string_lossy()
                             .into_owned();
-                        let entry = FileEntry {
-                            path: rel,
-                            kind: EntryKind::File,
-                            mode: 0o600,
-                            size,
-                            mtime_ns: 0,
-                            chunks,
-                            target: None,
-                            meta: serde_json::Value::Null,
-                        };
+                        let entry = FileEntry::file(rel, 0o600, 0, size, chunks);
                         writer.add_entry(&entry).map_err(|e| e.to_string())?;
                     }
                     Ok(())

@@ -51,6 +51,26 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
+    /// A regular file with its content's chunks.
+    pub fn file(
+        path: impl Into<String>,
+        mode: u32,
+        mtime_ns: i64,
+        size: u64,
+        chunks: Vec<ChunkId>,
+    ) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode,
+            size,
+            mtime_ns,
+            chunks,
+            target: None,
+            meta: serde_json::Value::Null,
+        }
+    }
+
     pub fn to_line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).unwrap_or_default();
         line.push(b'\n');

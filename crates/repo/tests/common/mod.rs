@@ -5,8 +5,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use cairn_repo::{
-    ChunkId, ChunkerKind, ChunkerParams, Compression, Encryption, EntryKind, FileEntry, Id, InitOptions,
-    KdfParams, RepoError, Repository, WriteStats, Writer, WriterOptions,
+    ChunkId, ChunkerKind, ChunkerParams, Compression, Encryption, FileEntry, Id, InitOptions, KdfParams,
+    RepoError, Repository, WriteStats, Writer, WriterOptions,
 };
 use cairn_storage::{Storage, StorageOptions};
 
@@ -105,16 +105,7 @@ pub fn assert_checks_clean(repo: &Repository) {
 }
 
 pub fn entry(path: &str, size: u64, chunks: Vec<ChunkId>) -> FileEntry {
-    FileEntry {
-        path: path.into(),
-        kind: EntryKind::File,
-        mode: 0o600,
-        size,
-        mtime_ns: 0,
-        chunks,
-        target: None,
-        meta: serde_json::Value::Null,
-    }
+    FileEntry::file(path, 0o600, 0, size, chunks)
 }
 
 /// Every file of a manifest, restored (several at a time).
