@@ -157,8 +157,27 @@ pub fn list(repo: &Repository, instance: Option<&str>) -> Result<Vec<BackupInfo>
             has_files: !manifest.tree.is_empty() || manifest.entries > 0,
         });
     }
+    // A crash between recording a backup and removing its RUNNING record (or during a status
+    // change) leaves two records of one backup: show the most complete one.
+    let rank = |b: &BackupInfo| {
+        let status = match b.record.status {
+            BackupStatus::Ok => 4,
+            BackupStatus::Done => 3,
+            BackupStatus::Corrupt => 2,
+            BackupStatus::Error => 1,
+            BackupStatus::Running => 0,
+        };
+        (b.has_files, status)
+    };
     out.sort_by(|a, b| {
-        (from_base36(&a.record.id), &a.record.instance).cmp(&(from_base36(&b.record.id), &b.record.instance))
+        (from_base36(&a.record.id), &a.record.instance, rank(b)).cmp(&(
+            from_base36(&b.record.id),
+            &b.record.instance,
+            rank(a),
+        ))
+    });
+    out.dedup_by(|later, kept| {
+        later.record.id == kept.record.id && later.record.instance == kept.record.instance
     });
     Ok(out)
 }
