@@ -106,12 +106,12 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         record.status = BackupStatus::Done;
         record.end_time = Some(chrono::Utc::now());
         record.holder = None;
-        let (_, stats) = writer.commit(catalog::KIND, to_json(&record)?)?;
-        Ok((files, stats))
+        let (manifest, stats) = writer.commit(catalog::KIND, to_json(&record)?)?;
+        Ok((files, manifest, stats))
     });
     // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
     let _ = repo.delete_manifest(&running);
-    let (files, stats) = match result {
+    let (files, manifest, stats) = match result {
         Ok(done) => done,
         Err(e) => {
             record.status = BackupStatus::Error;
@@ -136,10 +136,8 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         reused_chunks: stats.chunks - stats.new_chunks,
         chunks: stats.chunks,
     };
-    let backup = catalog::find(repo, &options.instance, Some(&summary.record.id))?;
-    let mut stored = backup.record.clone();
-    stored.stored_bytes = stats.stored_bytes;
-    catalog::rewrite(repo, &backup, &stored)?;
+    let stored = summary.record.clone();
+    repo.replace_meta(&manifest, to_json(&stored)?)?;
     if !options.no_validate {
         summary.record.status =
             crate::validate::validate(repo, &options.instance, Some(&stored.id), options.channels, progress)?
@@ -519,11 +517,16 @@ impl<'c> PageChecked<'c> {
             return Ok(());
         }
         let mut again = [0u8; PAGE];
-        for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(10));
-            if self.file.read_at(&mut again, at)? == PAGE && ok(&again) {
-                self.buffer[start..start + PAGE].copy_from_slice(&again);
-                return Ok(());
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(2));
+            match self.file.read_at(&mut again, at)? {
+                // Truncated while we read (VACUUM): WAL replay truncates it again.
+                n if n < PAGE => return Ok(()),
+                _ if ok(&again) => {
+                    self.buffer[start..start + PAGE].copy_from_slice(&again);
+                    return Ok(());
+                }
+                _ => {}
             }
         }
         if page_lsn(&again) >= self.copier.start_lsn {

@@ -103,6 +103,12 @@ pub struct BackupInfo {
     /// Whether the manifest lists files (false for RUNNING and ERROR records).
     #[serde(skip)]
     pub has_files: bool,
+    /// When the manifest was written.
+    #[serde(skip)]
+    pub created: DateTime<Utc>,
+    /// Other manifests recording the same backup (left by a crash), hidden from listings.
+    #[serde(skip)]
+    pub duplicates: Vec<Id>,
 }
 
 /// A new backup id: the start time in seconds, base 36, so ids sort by time and are short
@@ -155,29 +161,22 @@ pub fn list(repo: &Repository, instance: Option<&str>) -> Result<Vec<BackupInfo>
             record,
             manifest: id,
             has_files: !manifest.tree.is_empty() || manifest.entries > 0,
+            created: manifest.created,
+            duplicates: Vec::new(),
         });
     }
-    // A crash between recording a backup and removing its RUNNING record (or during a status
-    // change) leaves two records of one backup: show the most complete one.
-    let rank = |b: &BackupInfo| {
-        let status = match b.record.status {
-            BackupStatus::Ok => 4,
-            BackupStatus::Done => 3,
-            BackupStatus::Corrupt => 2,
-            BackupStatus::Error => 1,
-            BackupStatus::Running => 0,
-        };
-        (b.has_files, status)
-    };
+    // A crash between recording a backup and removing its RUNNING record, or during a status
+    // change, leaves two records of one backup: the newest one with files is the truth.
     out.sort_by(|a, b| {
-        (from_base36(&a.record.id), &a.record.instance, rank(b)).cmp(&(
-            from_base36(&b.record.id),
-            &b.record.instance,
-            rank(a),
-        ))
+        let key = |x: &BackupInfo| (from_base36(&x.record.id), x.record.instance.clone());
+        key(a).cmp(&key(b)).then_with(|| (b.has_files, b.created).cmp(&(a.has_files, a.created)))
     });
     out.dedup_by(|later, kept| {
-        later.record.id == kept.record.id && later.record.instance == kept.record.instance
+        let same = later.record.id == kept.record.id && later.record.instance == kept.record.instance;
+        if same {
+            kept.duplicates.push(later.manifest);
+        }
+        same
     });
     Ok(out)
 }

@@ -113,7 +113,9 @@ pub fn delete(repo: &Repository, name: &str) -> Result<usize> {
     let (id, _) = find(repo, name)?;
     let backups = crate::catalog::list(repo, Some(name))?;
     for b in &backups {
-        repo.delete_manifest(&b.manifest)?;
+        for manifest in std::iter::once(&b.manifest).chain(&b.duplicates) {
+            repo.delete_manifest(manifest)?;
+        }
     }
     repo.delete_manifest(&id)?;
     Ok(backups.len())

@@ -60,10 +60,18 @@ pub fn restore(
         )));
     }
     let places = Places::new(&backup, options)?;
-    prepare_target(&options.target, options.force)?;
+    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
+    // Tablespace and external directories are never emptied, even with --force: without a
+    // mapping they are the source cluster's own directories.
     for dir in places.other_roots() {
-        prepare_target(&dir, options.force)?;
+        prepare_target(&dir, false).map_err(|e| match e {
+            EngineError::Refused(reason) => EngineError::Refused(format!(
+                "{reason}; tablespaces and external directories are never overwritten: move them with -T or --external-mapping OLDDIR=NEWDIR"
+            )),
+            other => other,
+        })?;
     }
+    prepare_target(&options.target, options.force)?;
 
     let entries = entries_of(repo, &backup)?;
     let mut files = Vec::new();
@@ -242,15 +250,18 @@ impl Places {
                 .find(|(from, _)| from.trim_end_matches('/') == old_norm)
                 .map_or_else(|| PathBuf::from(old), |(_, to)| PathBuf::from(to))
         };
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         for (from, _) in &options.tablespace_mapping {
-            if !backup
-                .record
-                .tablespaces
-                .iter()
-                .any(|t| t.location.trim_end_matches('/') == from.trim_end_matches('/'))
-            {
+            if !backup.record.tablespaces.iter().any(|t| same(&t.location, from)) {
                 return Err(EngineError::Invalid(format!(
                     "-T {from}=...: the backup has no tablespace at {from}"
+                )));
+            }
+        }
+        for (from, _) in &options.external_mapping {
+            if !backup.record.external_dirs.iter().any(|d| same(d, from)) {
+                return Err(EngineError::Invalid(format!(
+                    "--external-mapping {from}=...: the backup has no external directory {from}"
                 )));
             }
         }

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use cairn_repo::Repository;
+use cairn_repo::{RepoError, Repository};
 
 use crate::catalog::{self, BackupStatus};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::restore::entries_of;
 
@@ -30,11 +30,29 @@ pub fn validate(
     progress: &dyn Progress,
 ) -> Result<ValidateSummary> {
     let started = Instant::now();
+    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     let backup = catalog::find(repo, instance, id)?;
-    let entries = entries_of(repo, &backup)?;
-    progress.begin("validate", entries.iter().map(|e| e.size).sum());
-    let bytes = repo.restore_files(&entries, channels.max(1), |_| Ok(Counted { progress }))?;
-    progress.end();
+    let read = entries_of(repo, &backup).and_then(|entries| {
+        progress.begin("validate", entries.iter().map(|e| e.size).sum());
+        let bytes = repo.restore_files(&entries, channels.max(1), |_| Ok(Counted { progress }))?;
+        progress.end();
+        Ok((entries, bytes))
+    });
+    let (entries, bytes) = match read {
+        Ok(done) => done,
+        // Damage (not a passing I/O error) makes the backup CORRUPT, so restore skips it.
+        Err(EngineError::Repo(e @ (RepoError::Damaged { .. } | RepoError::Storage(_))))
+            if matches!(&e, RepoError::Damaged { .. })
+                || matches!(&e, RepoError::Storage(s) if s.is_not_found()) =>
+        {
+            let mut record = backup.record.clone();
+            record.status = BackupStatus::Corrupt;
+            record.error = Some(e.to_string());
+            catalog::rewrite(repo, &backup, &record)?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e),
+    };
     let mut status = backup.record.status;
     if status == BackupStatus::Done {
         let mut record = backup.record.clone();

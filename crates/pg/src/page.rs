@@ -164,7 +164,8 @@ impl PageVerdict {
 }
 
 /// Verifies a page of a cluster with data checksums on, as `pg_checksums --check` and the
-/// base backup do: a new page (`pd_upper == 0`) is skipped, any other page must carry its
+/// base backup do, but stricter about new pages: a new page (`pd_upper == 0`) must be all
+/// zeroes (see [`new_page_verdict`]); any other page must carry its
 /// checksum and a sane header. A checksum failure is reported before a header failure, since
 /// it says more (the page changed after it was written).
 ///
@@ -172,7 +173,7 @@ impl PageVerdict {
 /// its LSN against the backup's start LSN.
 pub fn verify_page(page: &[u8; BLCKSZ], blkno: u32) -> PageVerdict {
     if page_is_new(page) {
-        return PageVerdict::New;
+        return new_page_verdict(page);
     }
     let header = PageHeader::parse(page);
     let computed = pg_checksum_page(page, blkno);
@@ -185,10 +186,20 @@ pub fn verify_page(page: &[u8; BLCKSZ], blkno: u32) -> PageVerdict {
     PageVerdict::Valid
 }
 
+/// A page with `pd_upper == 0` is new only if it is all zeroes, as the server's own read-time
+/// check (`PageIsVerified`) demands: a zeroed first sector over real data is damage.
+fn new_page_verdict(page: &[u8; BLCKSZ]) -> PageVerdict {
+    if page.iter().all(|&b| b == 0) {
+        PageVerdict::New
+    } else {
+        PageVerdict::BadHeader
+    }
+}
+
 /// Verifies a page of a cluster without data checksums: header sanity only.
 pub fn verify_page_header(page: &[u8; BLCKSZ]) -> PageVerdict {
     if page_is_new(page) {
-        PageVerdict::New
+        new_page_verdict(page)
     } else if PageHeader::parse(page).is_sane() {
         PageVerdict::Valid
     } else {
@@ -339,5 +350,15 @@ mod tests {
             let _ = verify_page(&page, blkno);
             let _ = verify_page_header(&page);
         }
+    }
+
+    #[test]
+    fn a_zeroed_header_over_real_data_is_damage_not_a_new_page() {
+        let zero = [0u8; BLCKSZ];
+        assert_eq!(verify_page(&zero, 7), PageVerdict::New);
+        let mut sector_lost = [0u8; BLCKSZ];
+        sector_lost[4000] = 42; // data beyond a zeroed first sector
+        assert_eq!(verify_page(&sector_lost, 7), PageVerdict::BadHeader);
+        assert_eq!(verify_page_header(&sector_lost), PageVerdict::BadHeader);
     }
 }

@@ -111,15 +111,27 @@ impl LockGuard {
         Ok(LockGuard { storage, path, lost, stop: Some(stop), refresher: Some(refresher) })
     }
 
-    /// Fails if the lock was removed by another process while held.
+    /// Fails unless the lock is still there, unchanged: checked against the storage now,
+    /// not just by the refresher, so a holder whose lock was judged stale and removed never
+    /// records a result that a prune may already have undermined.
     pub fn ensure_held(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(RepoError::Invalid(format!(
-                "lock {} was removed by another process while this one worked; the result was not recorded",
+        let lost = || {
+            RepoError::Invalid(format!(
+                "lock {} was removed by another process while this one worked; nothing was recorded",
                 self.path
-            )));
+            ))
+        };
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(lost());
         }
-        Ok(())
+        match self.storage.get(&self.path) {
+            Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
+                Ok(info) if info.pid == std::process::id() && info.host == hostname() => Ok(()),
+                _ => Err(lost()),
+            },
+            Err(e) if e.is_not_found() => Err(lost()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

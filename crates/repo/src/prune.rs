@@ -12,7 +12,7 @@ use crate::index::PackBlobs;
 use crate::layout::{self, Kind};
 use crate::lock::LockGuard;
 use crate::pack::{BlobEntry, PackBuilder};
-use crate::repository::{list_ids, put_immutable, Repository};
+use crate::repository::{put_immutable, Repository};
 
 /// Blobs per index object that prune writes.
 const BLOBS_PER_INDEX: usize = 100_000;
@@ -36,7 +36,7 @@ pub struct PruneSummary {
 }
 
 pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> {
-    let _lock = LockGuard::acquire(repo.storage.clone(), true)?;
+    let lock = LockGuard::acquire(repo.storage.clone(), true)?;
     let storage = repo.storage.as_ref();
     let index_objects = repo.read_index_objects()?;
     repo.load_index()?;
@@ -128,6 +128,7 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     summary.bytes_after = kept_bytes + new_bytes;
 
     // 2. A new index for everything kept, 3. then the old index objects go, 4. then the packs.
+    lock.ensure_held()?;
     keep.extend(written);
     let mut new_index = HashSet::new();
     let mut piece: Vec<PackBlobs> = Vec::new();
@@ -143,9 +144,10 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     if !piece.is_empty() {
         new_index.insert(repo.write_index_object(&piece)?);
     }
-    for id in list_ids(storage, Kind::Index)? {
-        if !new_index.contains(&id) {
-            storage.delete(&layout::path(Kind::Index, &id))?;
+    // Only the index objects read above: anything newer is not ours to judge.
+    for (id, _) in &index_objects {
+        if !new_index.contains(id) {
+            storage.delete(&layout::path(Kind::Index, id))?;
         }
     }
     for pack in &delete {

@@ -255,10 +255,17 @@ impl Repository {
             .map_err(|e| RepoError::damaged("manifest", layout::path(Kind::Manifest, id), e.to_string()))
     }
 
-    /// Every manifest with its content, fetched a few at a time.
+    /// Every manifest with its content, fetched a few at a time. One removed between the
+    /// listing and the reading (a status change, a finished backup's RUNNING record) is
+    /// skipped; anything else that fails is an error.
     pub fn load_manifests(&self) -> Result<Vec<(Id, Manifest)>> {
         let ids = self.list_manifests()?;
-        parallel_map(&ids, 8, |id| Ok((*id, self.load_manifest(id)?)))
+        let loaded = parallel_map(&ids, 8, |id| match self.load_manifest(id) {
+            Ok(m) => Ok(Some((*id, m))),
+            Err(RepoError::Storage(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        Ok(loaded.into_iter().flatten().collect())
     }
 
     /// Records a manifest that holds only metadata (no files): instance settings, or the
