@@ -205,16 +205,19 @@ fn check_pack(
         Err(e) => return found(all(), e.to_string(), 0),
     };
     let read = bytes.len() as u64;
-    if Id::of_object(&bytes) != *pack_id {
-        // Find which blobs suffered, to name what the damage affects.
-        let bad: Vec<ChunkId> = indexed
+    // Blobs that fail to open back into their chunk (damaged, or written wrong).
+    let damaged_blobs = || -> Vec<ChunkId> {
+        indexed
             .iter()
             .filter(|b| {
                 let range = b.offset as usize..(b.offset + b.stored_len) as usize;
                 bytes.get(range).is_none_or(|s| pack::open_blob(&repo.crypto, b, s).is_err())
             })
             .map(|b| b.id)
-            .collect();
+            .collect()
+    };
+    if Id::of_object(&bytes) != *pack_id {
+        let bad = damaged_blobs();
         let message = if bad.is_empty() {
             "content does not match its name (hash mismatch) in its header".to_string()
         } else {
@@ -223,9 +226,16 @@ fn check_pack(
         return found(if bad.is_empty() { all() } else { bad }, message, read);
     }
     match pack::read_header(&repo.crypto, pack_id, &bytes) {
-        Ok(h) if h == indexed => healthy(read),
-        Ok(_) => found(all(), "pack header disagrees with the index".into(), read),
-        Err(e) => found(all(), e.to_string(), read),
+        Ok(h) if h == indexed => {}
+        Ok(_) => return found(all(), "pack header disagrees with the index".into(), read),
+        Err(e) => return found(all(), e.to_string(), read),
+    }
+    match damaged_blobs() {
+        bad if bad.is_empty() => healthy(read),
+        bad => {
+            let message = format!("{} blob(s) do not open into their chunk", bad.len());
+            found(bad, message, read)
+        }
     }
 }
 

@@ -239,3 +239,34 @@ fn stale_locks_are_detected_and_removed() {
     assert_eq!(lock::remove_locks(storage.as_ref(), true).unwrap().len(), 1);
     assert_eq!(count(storage.as_ref(), "locks/"), 0);
 }
+
+#[test]
+fn read_data_opens_every_blob_even_in_an_intact_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = init(storage.clone(), Encryption::None);
+    // A pack, well formed and named by its hash, holding a blob that is not what its id says:
+    // what a writer bug would leave.
+    let crypto = cairn_repo::crypto::Crypto::none();
+    let mut pack = cairn_repo::pack::PackBuilder::default();
+    let claimed = crypto.chunk_id(b"what the id promises");
+    pack.add(claimed, cairn_repo::compression::Codec::Raw, 13, b"something else");
+    let (pack_id, bytes, blobs) = pack.finish(&crypto);
+    storage
+        .put(
+            &cairn_repo::layout::path(cairn_repo::layout::Kind::Pack, &pack_id),
+            Bytes::from(bytes),
+            PutMode::Create,
+        )
+        .unwrap();
+    // Its index object, in the typed-object envelope of an unencrypted repository (format §8).
+    let mut plain = vec![1u8, 1, 1];
+    plain.extend(zstd::bulk::compress(&cairn_repo::index::encode(&[(pack_id, blobs)]), 3).unwrap());
+    let index_id = cairn_repo::Id::of_object(&plain);
+    storage.put(&format!("index/{index_id}"), Bytes::from(plain), PutMode::Create).unwrap();
+
+    assert!(check(&repo, &CheckOptions::default()).unwrap().is_ok(), "the structure is sound");
+    let report = check(&repo, &read_data()).unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].message.contains("do not open"), "{:?}", report.errors);
+}
