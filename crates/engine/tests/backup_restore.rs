@@ -87,7 +87,10 @@ fn backup_under_load_restores_consistently(major: u32) {
 
     let repo_dir = tempfile::tempdir().unwrap();
     let repo = repository(repo_dir.path());
-    add_instance(&repo, &cluster, Vec::new());
+    let external = work.path().join("etc-extra");
+    std::fs::create_dir_all(external.join("conf.d")).unwrap();
+    std::fs::write(external.join("conf.d/extra.conf"), "work_mem = '8MB'\n").unwrap();
+    add_instance(&repo, &cluster, vec![external.display().to_string()]);
     let options = BackupOptions { instance: "main".into(), channels: 2, ..Default::default() };
     let summary = backup(&repo, &options, &Silent).unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -107,7 +110,23 @@ fn backup_under_load_restores_consistently(major: u32) {
         tablespace_mapping: vec![(tablespace.display().to_string(), moved.display().to_string())],
         ..Default::default()
     };
+    // The external directory still exists at its old place: restoring over it is refused.
+    let refused = restore(&repo, &options, &Silent).unwrap_err();
+    assert_eq!(refused.code(), "restore-refused", "{refused}");
+    assert!(
+        std::fs::read_dir(&restored).map_or(true, |mut d| d.next().is_none()),
+        "nothing written before refusing"
+    );
+    let moved_external = work.path().join("etc-extra-moved");
+    let options = RestoreOptions {
+        external_mapping: vec![(external.display().to_string(), moved_external.display().to_string())],
+        ..options
+    };
     restore(&repo, &options, &Silent).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(moved_external.join("conf.d/extra.conf")).unwrap(),
+        "work_mem = '8MB'\n"
+    );
     assert!(!restored.join("postmaster.pid").exists());
     give_to_postgres(work.path());
     let mut copy = PgCluster::from_data_dir(major, &restored);
