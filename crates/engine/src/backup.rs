@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use cairn_pg::{
-    page_lsn, relation_block, verify_page, walk_data_dir, ControlFile, DataDirEntry, Flavor, Lsn,
+    page_lsn, relation_block, verify_page, walk_data_dir, ControlFile, DataDirEntry, DbState, Flavor, Lsn,
     PageVerdict, TimelineId, WalSegmentName, WalSegmentSize, WalkOptions,
 };
 use cairn_repo::{ChunkerKind, EntryKind, FileEntry, Repository, Writer, WriterOptions};
@@ -56,6 +56,11 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     let (_, mut config) = instance::find(repo, &options.instance)?;
     let pgdata = PathBuf::from(&config.pgdata);
     let mut client = connect(&config.connection.overridden_by(&options.connection))?;
+    // A long copy leaves the session idle: no server-side timeout may end it (and the backup).
+    client
+        .batch_execute("SET idle_session_timeout = 0; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .or_else(|_| client.batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"))
+        .map_err(|source| EngineError::Database { during: "preparing the session", source })?;
     let server = ServerInfo::read(&mut client)?;
     let control = server.check(&pgdata, config.system_identifier)?;
 
@@ -109,6 +114,8 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         let (manifest, stats) = writer.commit(catalog::KIND, to_json(&record)?)?;
         Ok((files, manifest, stats))
     });
+    // The backup is over on the server: end the session (and its WAL-holding slot) now.
+    drop(client);
     // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
     let _ = repo.delete_manifest(&running);
     let (files, manifest, stats) = match result {
@@ -160,6 +167,7 @@ struct ServerInfo {
     wal_segment_size: WalSegmentSize,
     /// PostgreSQL 13 and 14 keep temporary statistics where this setting says.
     stats_temp_directory: Option<String>,
+    in_recovery: bool,
 }
 
 impl ServerInfo {
@@ -171,7 +179,7 @@ impl ServerInfo {
                  (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), \
                  (SELECT system_identifier FROM pg_control_system())::text, current_setting('data_checksums'), \
                  (SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 ELSE 1 END \
-                    FROM pg_settings WHERE name = 'wal_segment_size')",
+                    FROM pg_settings WHERE name = 'wal_segment_size'), pg_is_in_recovery()",
                 &[],
             )
             .map_err(db)?;
@@ -210,6 +218,7 @@ impl ServerInfo {
             checksums: row.get::<_, String>(5) == "on",
             wal_segment_size,
             stats_temp_directory,
+            in_recovery: row.get(7),
         })
     }
 
@@ -225,6 +234,17 @@ impl ServerInfo {
                 pgdata.display(),
                 control.system_identifier,
                 self.system_identifier
+            )));
+        }
+        // A standby shares its primary's identifier: the files must be those of the server
+        // that runs the backup, or recovery would start from the wrong checkpoint.
+        let local_standby = matches!(control.state, DbState::InArchiveRecovery | DbState::ShutDownInRecovery);
+        if local_standby != self.in_recovery {
+            let (local, remote) =
+                if local_standby { ("a standby", "a primary") } else { ("a primary", "a standby") };
+            return Err(EngineError::Invalid(format!(
+                "{} is the data directory of {local}, but the server connected to is {remote}: connect to the server that runs on this data directory",
+                pgdata.display()
             )));
         }
         if let Some(expected) = expected.filter(|&e| e != self.system_identifier) {

@@ -111,9 +111,11 @@ pub fn restore(
     let total: u64 = files.iter().map(|(_, e)| e.size).sum();
     progress.begin("restore", total);
     let paths: BTreeMap<&str, &Path> = files.iter().map(|(p, e)| (e.path.as_str(), p.as_path())).collect();
-    let entries: Vec<FileEntry> = files.iter().map(|(_, e)| e.clone()).collect();
+    // pg_control last: a directory left by a failed restore must not look startable.
+    let (control, entries): (Vec<FileEntry>, Vec<FileEntry>) =
+        files.iter().map(|(_, e)| e.clone()).partition(|e| e.path == "global/pg_control");
     repo.load_index()?;
-    let bytes = repo.restore_files(&entries, options.channels.max(1), |entry| {
+    let open = |entry: &FileEntry| {
         let path = paths[entry.path.as_str()];
         let file = OpenOptions::new()
             .write(true)
@@ -126,14 +128,20 @@ pub fn restore(
             entry_mtime: entry.mtime_ns,
             progress,
         })
-    })?;
+    };
+    let bytes = repo.restore_files(&entries, options.channels.max(1), open)?
+        + repo.restore_files(&control, 1, open)?;
     progress.end();
-    // Directory modes and times last: writing inside a directory changes its time.
+    // Directory modes last (a read-only directory could not be filled), each flushed to disk
+    // so that the files' names survive a crash too.
     for (path, entry) in dirs.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
             .map_err(|e| EngineError::io(format!("setting the mode of {}", path.display()), e))?;
+        sync_dir(path)?;
     }
-    sync_dir(&options.target)?;
+    for root in std::iter::once(options.target.clone()).chain(places.other_roots()) {
+        sync_dir(&root)?;
+    }
     Ok(RestoreSummary {
         backup_id: backup.record.id,
         target: options.target.display().to_string(),
