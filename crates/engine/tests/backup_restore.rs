@@ -333,3 +333,59 @@ fn four_channels_give_the_same_backup_and_restore_as_one() {
     assert_eq!(restored[0].len(), restored[1].len());
     assert!(restored[0] == restored[1], "restores with 1 and 4 channels differ");
 }
+
+#[test]
+fn a_standby_data_directory_with_a_connection_to_its_primary_is_refused() {
+    let primary = PgCluster::start(15);
+    let work = tempfile::tempdir().unwrap();
+    let standby_dir = work.path().join("standby");
+    give_to_postgres(work.path());
+    let cloned = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(PgCluster::client_bin_dir().join("pg_basebackup"))
+        .args([
+            "-R",
+            "-X",
+            "stream",
+            "-h",
+            primary.host(),
+            "-p",
+            &primary.port().to_string(),
+            "-U",
+            "postgres",
+            "-D",
+        ])
+        .arg(&standby_dir)
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&cloned.stderr));
+    let standby = PgCluster::from_data_dir(15, &standby_dir);
+    assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "t");
+
+    // Same system identifier, wrong server: copying the standby's files under the primary's
+    // backup would restore silently wrong data.
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repository(repo_dir.path());
+    let mut config = InstanceConfig {
+        name: "main".into(),
+        pgdata: standby_dir.display().to_string(),
+        connection: Connection {
+            host: Some(primary.host().into()),
+            port: Some(primary.port()),
+            user: Some("postgres".into()),
+            database: None,
+        },
+        external_dirs: Vec::new(),
+        compression: None,
+        system_identifier: None,
+    };
+    instance::add(&repo, &config).unwrap();
+    let options = BackupOptions { instance: "main".into(), ..Default::default() };
+    let err = backup(&repo, &options, &Silent).unwrap_err();
+    assert!(err.to_string().contains("standby"), "{err}");
+
+    // Pointed at the standby itself, the backup is taken from the standby.
+    config.connection.port = Some(standby.port());
+    instance::update(&repo, &config).unwrap();
+    assert_eq!(backup(&repo, &options, &Silent).unwrap().record.status, BackupStatus::Ok);
+}
