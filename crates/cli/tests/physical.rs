@@ -99,6 +99,8 @@ fn backup_show_validate_restore_and_refusals() {
     let restored =
         ok(cairn(&repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap(), "-j", "2"]));
     assert_eq!(restored["backup_id"], id.as_str());
+    assert_eq!(restored["files"], backup["files"], "backup and restore count the same files");
+    assert_eq!(restored["bytes"], backup["data_bytes"], "what was read is what comes back");
     assert!(target.join("backup_label").exists() && target.join("global/pg_control").exists());
 
     // The server down: a clear error, and an ERROR record, never an OK backup.

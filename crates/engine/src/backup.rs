@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -257,7 +257,7 @@ impl ServerInfo {
     }
 }
 
-/// The backup proper; returns the number of entries recorded.
+/// The backup proper; returns the number of files recorded.
 #[allow(clippy::too_many_arguments)]
 fn take(
     client: &mut postgres::Client,
@@ -316,9 +316,20 @@ fn take(
     let total: u64 = rest.iter().chain(&control_entries).map(|e| e.size).sum();
     progress.begin("backup", total);
     let corrupt = Mutex::new(Vec::new());
-    let copier = Copier { writer, start_lsn, checksums: server.checksums, corrupt: &corrupt, progress };
-    let mut count = copier.copy_all(&rest, options.channels.max(1))?;
-    count += copier.copy_all(&control_entries, 1)?;
+    let copier = Copier {
+        writer,
+        start_lsn,
+        checksums: server.checksums,
+        corrupt: &corrupt,
+        progress,
+        files: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    };
+    copier.copy_all(&rest, options.channels.max(1))?;
+    copier.copy_all(&control_entries, 1)?;
+    // What was actually read: files change size while the server runs.
+    let mut count = copier.files.into_inner();
+    record.data_bytes = copier.bytes.into_inner();
     progress.end();
     let corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
     if !corrupt.is_empty() && !options.skip_block_validation {
@@ -342,6 +353,7 @@ fn take(
             let (chunks, size) = writer.store(&mut text.as_bytes(), ChunkerKind::ContentDefined)?;
             let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
             writer.add_entry(&FileEntry::file(name, 0o600, mtime_ns, size, chunks))?;
+            record.data_bytes += size;
             count += 1;
         }
     }
@@ -365,8 +377,6 @@ fn take(
         }
         segment = segment.next(segment_size).map_err(|e| EngineError::Server(e.to_string()))?;
     }
-    record.data_bytes += total;
-    // Dropping the connection drops the temporary slot.
     Ok(count)
 }
 
@@ -391,10 +401,13 @@ struct Copier<'a> {
     checksums: bool,
     corrupt: &'a Mutex<Vec<String>>,
     progress: &'a dyn Progress,
+    /// Regular files stored, and their bytes as read.
+    files: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl Copier<'_> {
-    fn copy_all(&self, entries: &[DataDirEntry], channels: usize) -> Result<u64> {
+    fn copy_all(&self, entries: &[DataDirEntry], channels: usize) -> Result<()> {
         let next = AtomicUsize::new(0);
         let failure: Mutex<Option<EngineError>> = Mutex::new(None);
         std::thread::scope(|s| {
@@ -411,7 +424,7 @@ impl Copier<'_> {
         });
         match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(e) => Err(e),
-            None => Ok(entries.len() as u64),
+            None => Ok(()),
         }
     }
 
@@ -449,6 +462,8 @@ impl Copier<'_> {
             };
             file_entry.chunks = chunks;
             file_entry.size = size;
+            self.files.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(size, Ordering::Relaxed);
         }
         self.writer.add_entry(&file_entry)?;
         Ok(())
