@@ -17,9 +17,6 @@ use crate::catalog::{self, BackupInfo};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 
-/// Where external directories sit in a backup: `external/<n>/...`, numbered from 1.
-const EXTERNAL_PREFIX: &str = "external/";
-
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub instance: String,
@@ -114,7 +111,6 @@ pub fn restore(
     // pg_control last: a directory left by a failed restore must not look startable.
     let (control, entries): (Vec<FileEntry>, Vec<FileEntry>) =
         files.iter().map(|(_, e)| e.clone()).partition(|e| e.path == "global/pg_control");
-    repo.load_index()?;
     let open = |entry: &FileEntry| {
         let path = paths[entry.path.as_str()];
         let file = OpenOptions::new()
@@ -299,7 +295,10 @@ impl Places {
     }
 
     fn map(&self, path: &str) -> Option<PathBuf> {
-        if let Some(rest) = path.strip_prefix(EXTERNAL_PREFIX) {
+        // External directories sit at `external/<n>/...`, numbered from 1 (the walk's layout).
+        if let Some(rest) =
+            path.strip_prefix(cairn_pg::datadir::EXTERNAL_PREFIX).and_then(|p| p.strip_prefix('/'))
+        {
             let (n, inner) = rest.split_once('/').unwrap_or((rest, ""));
             let root = self.externals.get(&n.parse().ok()?)?;
             return Some(if inner.is_empty() { root.clone() } else { root.join(inner) });
