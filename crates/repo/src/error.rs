@@ -18,6 +18,9 @@ pub enum RepoError {
     Locked { holder: String },
     #[error("{0}")]
     Invalid(String),
+    /// A write-once object exists with other content.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("{context}: {source}")]
@@ -44,6 +47,7 @@ impl RepoError {
             RepoError::Damaged { .. } => "damaged",
             RepoError::Locked { .. } => "locked",
             RepoError::Invalid(_) => "invalid-argument",
+            RepoError::Conflict(_) => "conflict",
             RepoError::Io { .. } => "io",
             RepoError::Storage(e) => match e.kind {
                 K::NotFound => "object-not-found",

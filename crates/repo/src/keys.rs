@@ -11,7 +11,7 @@ use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::layout::{self, Kind};
 
-/// Upper bounds on Argon2id parameters a key object may ask for (docs/format.md §10).
+/// Upper bounds on Argon2id parameters a key object may ask for (docs/format.md §11).
 pub const MAX_KDF_MEMORY_KIB: u32 = 4 << 20;
 pub const MAX_KDF_ITERATIONS: u32 = 64;
 pub const MAX_KDF_PARALLELISM: u32 = 64;
