@@ -84,6 +84,14 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Read a backup back and check every file against its manifest.
     Validate(ValidateArgs),
+    /// Store one WAL file in the instance's archive (for archive_command: %p %f).
+    ArchivePush(ArchivePushArgs),
+    /// Fetch one WAL file from the instance's archive (for restore_command: %f %p).
+    ArchiveGet(ArchiveGetArgs),
+    /// Fetch the archived WAL of a time or LSN range into a directory (no cluster is touched).
+    RestoreWal(RestoreWalArgs),
+    /// Delete archived WAL no kept backup needs (--delete-wal).
+    Delete(DeleteArgs),
 }
 
 /// How to reach the database server (gs_probackup's names; `PG*` variables otherwise).
@@ -184,6 +192,11 @@ pub struct BackupArgs {
     /// Back up even if data pages fail their checksum.
     #[arg(long)]
     pub skip_block_validation: bool,
+    /// After the backup, delete archived WAL no kept backup needs (see `delete --delete-wal`).
+    #[arg(long)]
+    pub delete_wal: bool,
+    #[command(flatten)]
+    pub retention: WalRetentionArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -200,6 +213,9 @@ pub struct ShowArgs {
     /// Only this backup (with --instance).
     #[arg(short = 'i', long = "backup-id", requires = "instance")]
     pub backup_id: Option<String>,
+    /// The WAL archive of the instance: timelines, ranges, gaps, and which backups reach the present.
+    #[arg(long, requires = "instance", conflicts_with = "backup_id")]
+    pub archive: bool,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +245,44 @@ pub struct RestoreArgs {
     /// Restore into a non-empty directory, replacing its contents.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+}
+
+/// Point-in-time recovery from the instance's WAL archive (PostgreSQL's parameter names).
+#[derive(Debug, Args)]
+#[group(skip)]
+pub struct RecoveryArgs {
+    /// Recover to this time (RFC 3339, or 'YYYY-MM-DD HH:MM:SS[.f][+TZ]'; local time without a zone).
+    #[arg(long, conflicts_with_all = ["recovery_target_xid", "recovery_target_lsn", "recovery_target_name", "recovery_target"])]
+    pub recovery_target_time: Option<String>,
+    /// Recover to this transaction's commit.
+    #[arg(long, conflicts_with_all = ["recovery_target_time", "recovery_target_lsn", "recovery_target_name", "recovery_target"])]
+    pub recovery_target_xid: Option<u64>,
+    /// Recover to this WAL position (e.g. 0/3000028).
+    #[arg(long, conflicts_with_all = ["recovery_target_time", "recovery_target_xid", "recovery_target_name", "recovery_target"])]
+    pub recovery_target_lsn: Option<String>,
+    /// Recover to this named restore point (pg_create_restore_point).
+    #[arg(long, conflicts_with_all = ["recovery_target_time", "recovery_target_xid", "recovery_target_lsn", "recovery_target"])]
+    pub recovery_target_name: Option<String>,
+    /// immediate: stop as soon as the backup is consistent; latest: replay the whole archive.
+    #[arg(long, conflicts_with_all = ["recovery_target_time", "recovery_target_xid", "recovery_target_lsn", "recovery_target_name"], value_parser = ["immediate", "latest"])]
+    pub recovery_target: Option<String>,
+    /// Stop just after the target (true) or just before it (false).
+    #[arg(long, value_parser = clap::value_parser!(bool))]
+    pub recovery_target_inclusive: Option<bool>,
+    /// Timeline to follow: a number, current (the backup's) or latest.
+    #[arg(long)]
+    pub recovery_target_timeline: Option<String>,
+    /// What the server does at the target: pause, promote (open the database) or shutdown.
+    #[arg(long, value_parser = ["pause", "promote", "shutdown"])]
+    pub recovery_target_action: Option<String>,
+    /// Start the restored cluster as a standby that keeps replaying the archive.
+    #[arg(long)]
+    pub restore_as_replica: bool,
+    /// The restore_command to write (default: this cairn's archive-get with this repository).
+    #[arg(long)]
+    pub restore_command: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +298,104 @@ pub struct ValidateArgs {
     pub threads: u16,
     #[arg(long)]
     pub progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchivePushArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// The WAL file to store (%p).
+    pub wal_path: PathBuf,
+    /// Its name (%f); by default the last component of the path.
+    pub wal_name: Option<String>,
+    /// Compression (default: the repository's).
+    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
+    pub compress_algorithm: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub compress_level: Option<i32>,
+    /// Hand the file to a background worker that pushes every file the server has ready,
+    /// several at a time, and return once this one is stored.
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+    /// Parallel pushes of the background worker.
+    #[arg(short = 'j', long = "threads", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// With --async: how long to wait for the worker before failing (the server retries).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub async_timeout: u64,
+    /// Run as the background worker (started by --async).
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveGetArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// The WAL file wanted (%f).
+    pub wal_name: String,
+    /// Where to write it (%p).
+    pub destination: PathBuf,
+    /// Segments to fetch ahead, in parallel, while the server replays.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreWalArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Start of the range: a time (as for --recovery-target-time).
+    #[arg(long, requires = "to", conflicts_with_all = ["from_lsn", "to_lsn"])]
+    pub from: Option<String>,
+    /// End of the range: a time.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Start of the range: a WAL position.
+    #[arg(long, requires = "to_lsn")]
+    pub from_lsn: Option<String>,
+    /// End of the range: a WAL position.
+    #[arg(long, requires = "from_lsn")]
+    pub to_lsn: Option<String>,
+    /// Follow the history of this timeline (default: the newest).
+    #[arg(long)]
+    pub timeline: Option<u32>,
+    /// Directory to write the segments into (created if missing; nothing is overwritten).
+    #[arg(long)]
+    pub target_dir: PathBuf,
+}
+
+/// How much archived WAL to keep (the seeds' "retain archived logs" option).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct WalRetentionArgs {
+    /// Keep point-in-time recovery only from the newest N backups (0: from all of them).
+    #[arg(long, default_value_t = 0)]
+    pub wal_depth: usize,
+    /// Never delete WAL holding commits from the last N days.
+    #[arg(long, value_name = "DAYS")]
+    pub keep_wal_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// Delete archived WAL that no kept backup needs for point-in-time recovery.
+    #[arg(long, required = true)]
+    pub delete_wal: bool,
+    #[command(flatten)]
+    pub retention: WalRetentionArgs,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 fn parse_mapping(s: &str) -> Result<(String, String), String> {

@@ -36,6 +36,7 @@ pub fn status_of(code: &str) -> i32 {
         "instance-not-found" | "instance-exists" | "backup-not-found" => 8,
         "db-unreachable" | "db-error" => 9,
         "restore-refused" => 10,
+        "wal-mismatch" | "conflict" => 11,
         _ => 1,
     }
 }

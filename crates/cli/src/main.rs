@@ -20,9 +20,12 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let format = cli.global.format;
+    // A failed restore_command must not look like "no such file" (status 1), or the server
+    // would end recovery early: above 128 it stops instead.
+    let fatal_offset = if matches!(cli.command, cli::Command::ArchiveGet(_)) { 128 } else { 0 };
     if let Err(error) = commands::run(cli) {
         let code = exit::code_of(&error);
         output::error(format, &error, code);
-        std::process::exit(code.status);
+        std::process::exit(code.status + fatal_offset);
     }
 }

@@ -81,6 +81,8 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         start_lsn: None,
         stop_lsn: None,
         timeline: None,
+        stop_time: None,
+        recovery_xid: None,
         server_version: server.version_num,
         flavor: server.flavor.to_string(),
         system_identifier: Some(server.system_identifier),
@@ -347,6 +349,15 @@ fn take(
     let stop_lsn: Lsn =
         stop_text.parse().map_err(|_| EngineError::Server(format!("unexpected stop LSN '{stop_text}'")))?;
     record.stop_lsn = Some(stop_lsn);
+    let after = client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8, \
+             pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+            &[],
+        )
+        .map_err(|e| db("reading the stop time", e))?;
+    record.stop_time = chrono::DateTime::from_timestamp_micros(after.get(0));
+    record.recovery_xid = Some(after.get::<_, i64>(1) as u64);
     for (name, text) in [("backup_label", stop.get::<_, Option<String>>(1)), ("tablespace_map", stop.get(2))]
     {
         if let Some(text) = text.filter(|t| !t.is_empty()) {

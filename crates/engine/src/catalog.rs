@@ -62,6 +62,13 @@ pub struct BackupRecord {
     pub stop_lsn: Option<Lsn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<TimelineId>,
+    /// The server's clock when the backup stopped: every commit before `stop_lsn` is older.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_time: Option<DateTime<Utc>>,
+    /// The first transaction id not yet assigned at the stop (xmax of a snapshot then):
+    /// every transaction from it on commits after `stop_lsn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_xid: Option<u64>,
     #[serde(default)]
     pub server_version: u32,
     #[serde(default)]

@@ -27,6 +27,9 @@ pub enum EngineError {
         "corrupt data page(s) found: {0}; fix the cluster, or back up anyway with --skip-block-validation"
     )]
     CorruptPages(String),
+    /// WAL that does not belong where it is being put.
+    #[error("{0}")]
+    WalMismatch(String),
     #[error("restore refused: {0}")]
     Refused(String),
     #[error("{context}: {source}")]
@@ -49,6 +52,7 @@ impl EngineError {
             EngineError::Server(_) | EngineError::Database { .. } => "db-error",
             EngineError::CorruptPages(_) => "corrupt-pages",
             EngineError::Refused(_) => "restore-refused",
+            EngineError::WalMismatch(_) => "wal-mismatch",
             EngineError::Io { .. } => "io",
         }
     }

@@ -107,8 +107,8 @@ pub fn update(repo: &Repository, config: &InstanceConfig) -> Result<()> {
     Ok(())
 }
 
-/// Removes an instance's settings; with `with_backups`, its backups' manifests too (their
-/// data goes at the next prune).
+/// Removes an instance's settings, its backups' manifests (their data goes at the next
+/// prune) and its WAL archive.
 pub fn delete(repo: &Repository, name: &str) -> Result<usize> {
     let (id, _) = find(repo, name)?;
     let backups = crate::catalog::list(repo, Some(name))?;
@@ -118,6 +118,7 @@ pub fn delete(repo: &Repository, name: &str) -> Result<usize> {
         }
     }
     repo.delete_manifest(&id)?;
+    crate::archive::delete_all(repo, name)?;
     Ok(backups.len())
 }
 

@@ -2,13 +2,16 @@
 //! of backups kept in the repository. The CLI and the server call these; they hold no
 //! business logic of their own.
 
+pub mod archive;
 pub mod backup;
 pub mod catalog;
 mod connect;
 pub mod error;
 pub mod instance;
 pub mod progress;
+pub mod recovery;
 pub mod restore;
+pub mod spool;
 pub mod validate;
 
 pub use backup::{backup, BackupOptions, BackupSummary};

@@ -16,6 +16,7 @@ use cairn_repo::{EntryKind, FileEntry, Repository};
 use crate::catalog::{self, BackupInfo};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
+use crate::recovery::{self, RecoveryOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -30,6 +31,9 @@ pub struct RestoreOptions {
     pub skip_external_dirs: bool,
     /// Restore into a non-empty target, removing what is there.
     pub force: bool,
+    /// Recover from the WAL archive to a target (without: to the backup's consistent point,
+    /// from the WAL kept with the backup).
+    pub recovery: Option<RecoveryOptions>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +43,12 @@ pub struct RestoreSummary {
     pub files: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// The recovery target written for the server, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_target: Option<String>,
+    /// Where replay is expected to end, when the archive tells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_stop_lsn: Option<cairn_pg::Lsn>,
 }
 
 pub fn restore(
@@ -47,7 +57,21 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
-    let backup = catalog::find(repo, &options.instance, options.backup_id.as_deref())?;
+    let (backup, expected_stop_lsn) = match &options.recovery {
+        Some(recovery) => {
+            let backups = catalog::list(repo, Some(&options.instance))?;
+            let plan = recovery::plan(
+                repo,
+                &options.instance,
+                &backups,
+                options.backup_id.as_deref(),
+                &recovery.target,
+                recovery.timeline,
+            )?;
+            (plan.backup, plan.stop_lsn)
+        }
+        None => (catalog::find(repo, &options.instance, options.backup_id.as_deref())?, None),
+    };
     if !backup.record.status.is_restorable() || !backup.has_files {
         return Err(EngineError::Refused(format!(
             "backup {} has status {:?}{}",
@@ -135,6 +159,11 @@ pub fn restore(
             .map_err(|e| EngineError::io(format!("setting the mode of {}", path.display()), e))?;
         sync_dir(path)?;
     }
+    if let Some(recovery) = &options.recovery {
+        let flavor = cairn_pg::Flavor::detect(backup.record.server_version, &backup.record.flavor)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        recovery::write_settings(&options.target, flavor, recovery)?;
+    }
     for root in std::iter::once(options.target.clone()).chain(places.other_roots()) {
         sync_dir(&root)?;
     }
@@ -144,6 +173,8 @@ pub fn restore(
         files: files.len() as u64,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
+        recovery_target: options.recovery.as_ref().map(|r| r.target.to_string()),
+        expected_stop_lsn,
     })
 }
 

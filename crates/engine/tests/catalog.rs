@@ -14,6 +14,8 @@ fn record(id: &str, status: BackupStatus, holder: Option<&str>) -> serde_json::V
         start_lsn: None,
         stop_lsn: None,
         timeline: None,
+        stop_time: None,
+        recovery_xid: None,
         server_version: 150000,
         flavor: "PostgreSQL 15".into(),
         system_identifier: None,

@@ -22,7 +22,14 @@ const TABLE: [u32; 256] = {
 
 /// CRC-32C of `data`, as `FIN_CRC32C(COMP_CRC32C(INIT_CRC32C, data))`.
 pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    crc32c_extend(0, data)
+}
+
+/// The CRC-32C of some data followed by `data`, given the CRC-32C `crc` of the former:
+/// `crc32c_extend(crc32c(a), b) == crc32c(a ++ b)`. For data checksummed in pieces, such as
+/// a WAL record (its body first, then its header).
+pub fn crc32c_extend(crc: u32, data: &[u8]) -> u32 {
+    let mut crc = !crc;
     for &b in data {
         crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
     }
@@ -42,5 +49,14 @@ mod tests {
         let ascending: Vec<u8> = (0u8..32).collect();
         assert_eq!(crc32c(&ascending), 0x46DD_794E);
         assert_eq!(crc32c(b""), 0);
+    }
+
+    #[test]
+    fn extending_equals_checksumming_the_concatenation() {
+        let data: Vec<u8> = (0u8..=255).cycle().take(1000).collect();
+        for split in [0, 1, 7, 500, 999, 1000] {
+            let (a, b) = data.split_at(split);
+            assert_eq!(crc32c_extend(crc32c(a), b), crc32c(&data), "split at {split}");
+        }
     }
 }

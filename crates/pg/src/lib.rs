@@ -1,6 +1,7 @@
 //! cairn's adapter to the PostgreSQL family (PostgreSQL 13–18, openGauss, KingbaseES): the
-//! flavor table, WAL positions and names, `pg_control`, page checksums and the data-directory
-//! walk with the server's own exclusion rules. Knows nothing of the repository format.
+//! flavor table, WAL positions and names, WAL segment and timeline history files, `pg_control`,
+//! page checksums and the data-directory walk with the server's own exclusion rules. Knows
+//! nothing of the repository format.
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,7 @@ pub mod flavor;
 pub mod lsn;
 pub mod page;
 pub mod relfile;
+pub mod wal;
 
 pub use control::{ControlError, ControlFile, ControlHeader, DbState};
 pub use datadir::{
@@ -22,3 +24,7 @@ pub use page::{
     page_is_new, page_lsn, pg_checksum_page, relation_block, verify_page, PageVerdict, BLCKSZ, RELSEG_SIZE,
 };
 pub use relfile::{Fork, RelationFileName};
+pub use wal::{
+    page_magic, parse_history, read_segment_header, summarize_segment, EndReason, HistoryEntry, RestorePoint,
+    SegmentHeader, SegmentSummary, WalError,
+};

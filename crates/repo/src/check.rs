@@ -110,7 +110,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // Each indexed pack: present, and its header (with read_data, every blob) as indexed.
     let packs: Vec<(Id, Vec<BlobEntry>)> = indexed.into_iter().collect();
     let findings = parallel_map(&packs, options.channels.max(1), |(pack, blobs)| {
-        Ok(check_pack(repo, pack, blobs, sizes.get(pack).copied(), options.read_data))
+        Ok::<_, RepoError>(check_pack(repo, pack, blobs, sizes.get(pack).copied(), options.read_data))
     })?;
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
     let mut pack_problems = Vec::new();

@@ -137,10 +137,7 @@ impl Repository {
         let sealed_header =
             stored.get(4..4 + len).ok_or_else(|| damaged(format!("header length {len} is past the end")))?;
         let header = self.open_header(&path, name, sealed_header)?;
-        let packed = self
-            .crypto
-            .open(&stored[4 + len..])
-            .map_err(|e| damaged(format!("content: {e}")))?;
+        let packed = self.crypto.open(&stored[4 + len..]).map_err(|e| damaged(format!("content: {e}")))?;
         let content = decompress(header.codec, &packed, header.raw_len as usize).map_err(damaged)?;
         if self.crypto.chunk_id(&content) != header.content_id {
             return Err(damaged("content does not match its id (hash mismatch)".into()));

@@ -31,5 +31,5 @@ pub use files::{FileHeader, PutOutcome};
 pub use id::{ChunkId, Id};
 pub use manifest::{EntryKind, FileEntry, Manifest};
 pub use prune::{prune, PruneOptions, PruneSummary};
-pub use repository::{InitOptions, KeyInfo, Repository};
+pub use repository::{parallel_map, InitOptions, KeyInfo, Repository};
 pub use writer::{WriteStats, Writer, WriterOptions};

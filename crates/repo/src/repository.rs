@@ -451,13 +451,13 @@ pub(crate) fn resolve_prefix(ids: &[Id], prefix: &str, what: &str) -> Result<Id>
 }
 
 /// `f` over `items` on up to `threads` threads, results in input order; the first error wins.
-pub(crate) fn parallel_map<T: Sync, R: Send>(
+pub fn parallel_map<T: Sync, R: Send, E: Send + From<RepoError>>(
     items: &[T],
     threads: usize,
-    f: impl Fn(&T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<R>>>> =
+    let results: Vec<std::sync::Mutex<Option<Result<R, E>>>> =
         items.iter().map(|_| Default::default()).collect();
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, items.len().max(1)) {
@@ -477,9 +477,9 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     let out = results
         .into_iter()
         .map_while(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect::<Result<Vec<R>>>()?;
+        .collect::<Result<Vec<R>, E>>()?;
     match out.len() == items.len() {
         true => Ok(out),
-        false => Err(RepoError::Invalid("parallel work stopped early".into())),
+        false => Err(RepoError::Invalid("parallel work stopped early".into()).into()),
     }
 }

@@ -29,7 +29,10 @@ fn round_trip_idempotence_and_conflict() {
         }
         let name = "wal/main/000000010000000000000001-Zstdlevel1";
         // Again with the same content: fine, whatever the compression.
-        assert_eq!(repo.put_file(name, &content, Compression::Lz4, &json!({})).unwrap(), PutOutcome::AlreadyStored);
+        assert_eq!(
+            repo.put_file(name, &content, Compression::Lz4, &json!({})).unwrap(),
+            PutOutcome::AlreadyStored
+        );
         // Different content: refused, and the stored file is untouched.
         let mut other = content.clone();
         other[100] ^= 1;

@@ -1,21 +1,13 @@
 //! `cairn backup`.
 
 use cairn_engine::BackupOptions;
-use cairn_repo::Compression;
 
 use crate::cli::{BackupArgs, Format};
-use crate::exit::usage;
 use crate::output;
 
 pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
-    let compression = match &args.compress_algorithm {
-        Some(a) => Some(Compression::parse(a, args.compress_level).map_err(usage)?),
-        None if args.compress_level.is_some() => {
-            return Err(usage("--compress-level needs --compress-algorithm"));
-        }
-        None => None,
-    };
+    let compression = super::compression(args.compress_algorithm.as_deref(), args.compress_level)?;
     let options = BackupOptions {
         instance: args.instance.clone(),
         connection: super::instance::connection(&args.connection),
@@ -28,7 +20,18 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
     };
     let progress = crate::progress::renderer(args.progress, format);
     let s = cairn_engine::backup(&repo, &options, progress.as_ref())?;
-    output::print(format, &s, || {
+    // The backup is kept whatever happens next; WAL retention runs only after it.
+    let deletion = if args.delete_wal {
+        let policy = super::archive::retention(&args.retention);
+        Some(cairn_engine::archive::delete_wal(&repo, &args.instance, policy, false)?)
+    } else {
+        None
+    };
+    let mut value = serde_json::to_value(&s)?;
+    if let Some(d) = &deletion {
+        value["wal_deletion"] = serde_json::to_value(d)?;
+    }
+    output::print(format, &value, || {
         let r = &s.record;
         let lsn = |l: Option<cairn_pg::Lsn>| l.map_or("-".into(), |l| l.to_string());
         format!(
@@ -45,7 +48,7 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
             if s.chunks == 0 { 0.0 } else { s.reused_chunks as f64 * 100.0 / s.chunks as f64 },
             s.seconds,
             output::bytes((r.data_bytes as f64 / s.seconds.max(0.001)) as u64),
-        )
+        ) + &deletion.as_ref().map(|d| format!("\n  {}", super::archive::describe(d))).unwrap_or_default()
     });
     Ok(())
 }

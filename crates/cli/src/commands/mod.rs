@@ -1,5 +1,6 @@
 //! One module per command; each turns its arguments into library calls and renders the result.
 
+mod archive;
 mod backup;
 mod check;
 mod init;
@@ -12,7 +13,7 @@ mod unlock;
 
 use std::sync::Arc;
 
-use cairn_repo::Repository;
+use cairn_repo::{Compression, Repository};
 use cairn_storage::{Storage, StorageOptions};
 
 use crate::cli::{Cli, Command, KeyCommand, RepoArgs};
@@ -36,6 +37,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => show::run(format, &args),
         Command::Restore(args) => restore::run(format, &args),
         Command::Validate(args) => restore::validate(format, &args),
+        Command::ArchivePush(args) => archive::push(format, &args),
+        Command::ArchiveGet(args) => archive::get(format, &args),
+        Command::RestoreWal(args) => archive::restore_wal(format, &args),
+        Command::Delete(args) => archive::delete(format, &args),
         Command::Version => {
             let value = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
@@ -75,5 +80,14 @@ pub fn open(args: &RepoArgs) -> anyhow::Result<Repository> {
             Ok(Repository::open(storage, password.as_deref())?)
         }
         other => Ok(other?),
+    }
+}
+
+/// `--compress-algorithm` and `--compress-level`; `None` when neither is given.
+pub fn compression(algorithm: Option<&str>, level: Option<i32>) -> anyhow::Result<Option<Compression>> {
+    match algorithm {
+        Some(a) => Ok(Some(Compression::parse(a, level).map_err(crate::exit::usage)?)),
+        None if level.is_some() => Err(crate::exit::usage("--compress-level needs --compress-algorithm")),
+        None => Ok(None),
     }
 }

@@ -10,6 +10,11 @@ pub fn run(format: Format, args: &ShowArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
     if let Some(name) = &args.instance {
         instance::find(&repo, name)?;
+        if args.archive {
+            let report = cairn_engine::archive::report(&repo, name)?;
+            output::print(format, &report, || archive_table(&report));
+            return Ok(());
+        }
     }
     let mut backups = catalog::list(&repo, args.instance.as_deref())?;
     if let (Some(name), Some(id)) = (&args.instance, &args.backup_id) {
@@ -53,6 +58,40 @@ fn table(backups: &[BackupInfo]) -> String {
             r.start_lsn.map_or("-".into(), |l| l.to_string()),
             r.stop_lsn.map_or("-".into(), |l| l.to_string()),
         );
+    }
+    out
+}
+
+fn archive_table(report: &cairn_engine::archive::ArchiveReport) -> String {
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    };
+    let mut out = format!(
+        "{:<4} {:<24} {:<24} {:>8} {:<20} {:<20} GAPS\n",
+        "TLI", "FIRST SEGMENT", "LAST SEGMENT", "SEGMENTS", "FIRST COMMIT", "LAST COMMIT"
+    );
+    if report.timelines.is_empty() {
+        out = format!("instance '{}' has no archived WAL\n", report.instance);
+    }
+    for t in &report.timelines {
+        let gaps: Vec<String> =
+            t.gaps.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+        out += &format!(
+            "{:<4} {:<24} {:<24} {:>8} {:<20} {:<20} {}\n",
+            t.timeline.get(),
+            t.first_segment.to_string(),
+            t.last_segment.to_string(),
+            t.segments,
+            time(t.first_commit),
+            time(t.last_commit),
+            if gaps.is_empty() { "none".into() } else { gaps.join(", ") }
+        );
+    }
+    for b in &report.backups {
+        out += &match &b.reason {
+            None => format!("backup {} reaches the end of the archive\n", b.id),
+            Some(reason) => format!("backup {} does not reach the end of the archive: {reason}\n", b.id),
+        };
     }
     out
 }
