@@ -143,7 +143,8 @@ fn chown_postgres(path: &Path) {
     }
 }
 
-fn setup() -> Setup {
+/// `asynchronous`: archive through `archive-push --async` (a background worker).
+fn setup(asynchronous: bool) -> Setup {
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     let password_file = work.path().join("password");
@@ -151,8 +152,9 @@ fn setup() -> Setup {
     chown_postgres(work.path());
     let bin = assert_cmd::cargo::cargo_bin("cairn");
     let archive_command = format!(
-        "{} archive-push -B {} --password-file {} --instance {INSTANCE} %p %f",
+        "{} archive-push{} -B {} --password-file {} --instance {INSTANCE} %p %f",
         bin.display(),
+        if asynchronous { " --async" } else { "" },
         repo.display(),
         password_file.display()
     );
@@ -200,7 +202,9 @@ fn setup() -> Setup {
 
 #[test]
 fn restores_to_times_xids_lsns_and_restore_points() {
-    let s = setup();
+    // Archived by the background worker: recovery proves it stored every segment whole.
+    let s = setup(true);
+    assert!(s.cluster.data_dir().join("pg_wal/cairn-spool").is_dir());
     let c = &s.cluster;
     ledger(c, "one", 60);
     c.psql("SELECT pg_create_restore_point('before-two')");
@@ -284,7 +288,7 @@ fn restores_to_times_xids_lsns_and_restore_points() {
 
 #[test]
 fn timelines_gaps_restore_wal_and_idempotent_push() {
-    let s = setup();
+    let s = setup(false);
     let a = &s.cluster;
     ledger(a, "one", 50);
     let lsn_after_one = a.psql("SELECT pg_current_wal_lsn()");
@@ -407,7 +411,7 @@ fn timelines_gaps_restore_wal_and_idempotent_push() {
 
 #[test]
 fn a_killed_archive_push_leaves_nothing_archive_get_would_serve() {
-    let s = setup();
+    let s = setup(false);
     // The segment being written now: not archived yet.
     let name = s.cluster.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
     let copy = s.dir("segment");
@@ -450,7 +454,7 @@ fn a_killed_archive_push_leaves_nothing_archive_get_would_serve() {
 
 #[test]
 fn wal_retention_keeps_what_kept_backups_need() {
-    let s = setup();
+    let s = setup(false);
     let c = &s.cluster;
     ledger(c, "one", 20);
     switch_and_wait_archived(c);

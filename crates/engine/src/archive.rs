@@ -108,8 +108,8 @@ pub fn push(
     let attrs = match wal_file {
         WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
             let identity = check_identity(repo, instance, &segment, &content)?;
-            let summary = summarize_segment(&segment, &content)
-                .map_err(|e| EngineError::WalMismatch(format!("{name}: {e}")))?;
+            let summary =
+                summarize_segment(&segment, &content).map_err(|e| EngineError::WalMismatch(e.to_string()))?;
             serde_json::to_value(SegmentAttrs::new(segment.timeline(), identity.system_identifier, &summary))
                 .unwrap_or_default()
         }

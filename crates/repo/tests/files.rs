@@ -5,7 +5,7 @@
 
 mod common;
 
-use cairn_repo::{Compression, Encryption, PutOutcome, RepoError};
+use cairn_repo::{CheckOptions, Compression, Encryption, PutOutcome, RepoError};
 use common::{fs_storage, init, noise, pagey, reopen};
 use serde_json::json;
 
@@ -71,4 +71,15 @@ fn moved_swapped_or_damaged_files_are_caught() {
     let err = repo.get_file("wal/b").unwrap_err();
     assert!(matches!(err, RepoError::Damaged { .. }), "{err}");
     assert!(err.to_string().contains("files/wal/b"), "{err}");
+
+    // check: the swapped header is found from headers alone; the flipped content byte only
+    // when the data is read.
+    let quick = cairn_repo::check(&repo, &CheckOptions { read_data: false, channels: 2 }).unwrap();
+    assert_eq!(quick.files, 3);
+    let objects: Vec<&str> = quick.errors.iter().map(|p| p.object.as_str()).collect();
+    assert_eq!(objects, ["files/wal/c"], "{quick:?}");
+    let full = cairn_repo::check(&repo, &CheckOptions { read_data: true, channels: 2 }).unwrap();
+    let mut objects: Vec<&str> = full.errors.iter().map(|p| p.object.as_str()).collect();
+    objects.sort();
+    assert_eq!(objects, ["files/wal/b", "files/wal/c"], "{full:?}");
 }

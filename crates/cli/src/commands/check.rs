@@ -20,12 +20,13 @@ pub fn run(format: Format, args: &CheckArgs) -> anyhow::Result<()> {
 
 fn render(r: &CheckReport, read_data: bool) -> String {
     let mut out = format!(
-        "checked {} key(s), {} index object(s), {} pack(s), {} chunk(s), {} manifest(s){}\n",
+        "checked {} key(s), {} index object(s), {} pack(s), {} chunk(s), {} manifest(s), {} archived file(s){}\n",
         r.keys,
         r.index_objects,
         r.packs,
         r.chunks,
         r.manifests,
+        r.files,
         if read_data { format!(", read {}", output::bytes(r.bytes_read)) } else { String::new() }
     );
     for (label, list) in [("warning", &r.warnings), ("error", &r.errors)] {
