@@ -125,6 +125,33 @@ fn init_check_and_keys_through_the_binary() {
         2,
     );
     assert!(refused["error"]["message"].as_str().unwrap().contains("last key"), "{refused}");
+
+    // A fast key for a machine: refused for a short password, and tried first when opening.
+    let short = env.password_file("short", "too short for fast");
+    let add_fast = |file: &Path, status| {
+        json(
+            &[
+                "key",
+                "add",
+                "-B",
+                &env.repo(),
+                "--password-file",
+                second.to_str().unwrap(),
+                "--fast-kdf",
+                "--new-password-file",
+                file.to_str().unwrap(),
+            ],
+            status,
+        )
+    };
+    assert!(add_fast(&short, 2)["error"]["message"].as_str().unwrap().contains("24 random characters"));
+    let machine = env.password_file("machine", "Zk3vQ9pLx2Rw8Ty6Bn4Mc1Hd7Gf5Js0A");
+    add_fast(&machine, 0);
+    let keys = json(&["key", "list", "-B", &env.repo(), "--password-file", machine.to_str().unwrap()], 0);
+    let fast: Vec<&Value> =
+        keys.as_array().unwrap().iter().filter(|k| k["kdf"]["memory_kib"] == 8192).collect();
+    assert_eq!(fast.len(), 1, "{keys}");
+    assert_eq!(fast[0]["current"], true, "{keys}");
 }
 
 #[test]

@@ -37,8 +37,8 @@
 
 use std::path::Path;
 
-use crate::crc32c::crc32c;
 use crate::lsn::{Lsn, TimelineId, WalSegmentSize};
+use crc32c::crc32c;
 
 /// The control file's physical size (`PG_CONTROL_FILE_SIZE`); the data is at its start.
 pub const PG_CONTROL_FILE_SIZE: usize = 8192;

@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
-mod crc32c;
 pub mod datadir;
 pub mod flavor;
 pub mod lsn;

@@ -36,8 +36,8 @@
 
 use std::borrow::Cow;
 
-use crate::crc32c::{crc32c, crc32c_extend};
 use crate::lsn::{Lsn, TimelineId, WalSegmentName, WalSegmentSize};
+use crc32c::{crc32c, crc32c_append};
 
 /// `XLOG_PAGE_MAGIC` of each supported major (`src/include/access/xlog_internal.h`).
 const PAGE_MAGICS: [(u32, u16); 6] =
@@ -587,7 +587,7 @@ impl<'a> Scan<'a> {
             )));
         }
         let (record, end) = self.read(start, total, total)?;
-        let computed = crc32c_extend(crc32c(&record[RECORD_HEADER_LEN..]), &record[..RECORD_CRC_AT]);
+        let computed = crc32c_append(crc32c(&record[RECORD_HEADER_LEN..]), &record[..RECORD_CRC_AT]);
         if computed != u32_at(&record, RECORD_CRC_AT) {
             return Err(invalid(format!("the record at {at} fails its CRC")));
         }
@@ -903,7 +903,7 @@ mod tests {
         r[16] = info;
         r[17] = rmid;
         r.extend_from_slice(body);
-        let crc = crc32c_extend(crc32c(&r[RECORD_HEADER_LEN..]), &r[..RECORD_CRC_AT]);
+        let crc = crc32c_append(crc32c(&r[RECORD_HEADER_LEN..]), &r[..RECORD_CRC_AT]);
         r[RECORD_CRC_AT..RECORD_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         r
     }

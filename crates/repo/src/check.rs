@@ -187,7 +187,14 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
         Ok::<_, RepoError>(match checked {
             Ok(read) => (read, None),
             Err(RepoError::Storage(e)) if e.is_not_found() => (0, None), // deleted meanwhile
-            Err(e) => (0, Some(Problem { object: format!("{}{name}", crate::files::PREFIX), message: e.to_string(), affects: Vec::new() })),
+            Err(e) => (
+                0,
+                Some(Problem {
+                    object: format!("{}{name}", crate::files::PREFIX),
+                    message: e.to_string(),
+                    affects: Vec::new(),
+                }),
+            ),
         })
     })?;
     for (read, problem) in findings {

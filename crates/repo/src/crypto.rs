@@ -183,6 +183,17 @@ impl Default for KdfParams {
     }
 }
 
+impl KdfParams {
+    /// 8 MiB, 1 pass: a few milliseconds, for keys whose password is long and random (a
+    /// machine's, such as the one `archive_command` uses), where guessing is hopeless anyway.
+    pub const FAST: KdfParams = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+
+    /// Relative cost of one derivation.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+}
+
 /// The key-encryption key: Argon2id(passphrase, salt) -> 32 bytes.
 pub fn derive_kek(password: &[u8], salt: &[u8], params: KdfParams) -> Result<[u8; 32], String> {
     let p = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))

@@ -53,6 +53,7 @@ pub struct KeyInfo {
     pub user: String,
     /// Whether this key opened the repository in this session.
     pub current: bool,
+    pub kdf: KdfParams,
 }
 
 #[derive(Debug)]
@@ -135,13 +136,22 @@ impl Repository {
         let password = password.ok_or(RepoError::PasswordRequired { location: location.clone() })?;
         let keys = list_ids(storage.as_ref(), Kind::Key)?;
         let mut damaged = None;
+        // Cheapest key derivation first: a machine's fast key opens without paying for the
+        // slow ones.
+        let mut files = Vec::new();
         for key_id in &keys {
-            let attempt = storage
+            match storage
                 .get(&layout::path(Kind::Key, key_id))
                 .map_err(RepoError::from)
                 .and_then(|bytes| KeyFile::parse(key_id, &bytes))
-                .and_then(|file| file.unwrap_master(key_id, password, &config.id));
-            match attempt {
+            {
+                Ok(file) => files.push((key_id, file)),
+                Err(e) => damaged = Some(e),
+            }
+        }
+        files.sort_by_key(|(_, f)| f.kdf_params.cost());
+        for (key_id, file) in files {
+            match file.unwrap_master(key_id, password, &config.id) {
                 Ok(Some(master)) => {
                     let crypto = Crypto::new(config.encryption, &master);
                     let master = Some((*key_id, master));
@@ -175,7 +185,14 @@ impl Repository {
         for id in list_ids(self.storage.as_ref(), Kind::Key)? {
             let file = KeyFile::parse(&id, &self.storage.get(&layout::path(Kind::Key, &id))?)?;
             let current = self.master.as_ref().is_some_and(|(k, _)| *k == id);
-            out.push(KeyInfo { id, created: file.created, host: file.host, user: file.user, current });
+            out.push(KeyInfo {
+                id,
+                created: file.created,
+                host: file.host,
+                user: file.user,
+                current,
+                kdf: file.kdf_params,
+            });
         }
         out.sort_by_key(|k| k.created);
         Ok(out)
