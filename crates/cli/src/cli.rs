@@ -340,9 +340,12 @@ pub struct ArchiveGetArgs {
     pub wal_name: String,
     /// Where to write it (%p).
     pub destination: PathBuf,
-    /// Segments to fetch ahead, in parallel, while the server replays.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=64))]
+    /// Segments to fetch ahead, in the background, while the server replays (0: none).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub prefetch: u16,
+    /// Run as the background prefetcher (started by archive-get itself).
+    #[arg(long, hide = true)]
+    pub prefetch_worker: bool,
 }
 
 #[derive(Debug, Args)]

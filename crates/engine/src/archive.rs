@@ -18,6 +18,7 @@ use cairn_repo::{Compression, PutOutcome, Repository};
 
 use crate::error::{EngineError, Result};
 use crate::instance;
+use crate::spool::WorkerClaim;
 
 /// Name of the file holding an archive's identity, beside its WAL files.
 const IDENTITY: &str = "identity";
@@ -184,54 +185,77 @@ fn check_identity(
 }
 
 /// Fetches a WAL file into `dest` (written under a temporary name, then renamed). Returns
-/// false when the archive does not have it. With `prefetch` > 0, the next segments are fetched
-/// at the same time into `spool`, and served from there by the next calls.
-pub fn get(repo: &Repository, instance: &str, name: &str, dest: &Path, prefetch: usize) -> Result<bool> {
+/// false when the archive does not have it.
+pub fn get(repo: &Repository, instance: &str, name: &str, dest: &Path) -> Result<bool> {
     let wal_file: WalFileName = name.parse().map_err(|_| {
         EngineError::Invalid(format!("'{name}' is not a WAL file name (a segment, .history or .backup file)"))
     })?;
-    let spool = spool_dir(dest);
-    if let WalFileName::Segment(segment) = wal_file {
-        clean_spool(&spool, &segment);
-        let spooled = spool.join(name);
-        if spooled.exists() {
-            fs::rename(&spooled, dest)
-                .map_err(|e| EngineError::io(format!("moving {}", spooled.display()), e))?;
-            return Ok(true);
-        }
-        if prefetch > 0 {
-            return get_with_prefetch(repo, instance, segment, dest, &spool, prefetch);
-        }
-    }
     fetch(repo, &file_name(instance, &wal_file), dest)
 }
 
-/// Fetches `segment` into `dest` and the `prefetch` segments after it into `spool`, in parallel.
-fn get_with_prefetch(
-    repo: &Repository,
-    instance: &str,
-    segment: WalSegmentName,
-    dest: &Path,
-    spool: &Path,
-    prefetch: usize,
-) -> Result<bool> {
-    let Ok(size) = identity(repo, instance).and_then(|i| {
-        WalSegmentSize::new(u64::from(i.segment_size)).map_err(|e| EngineError::Invalid(e.to_string()))
-    }) else {
-        return fetch(repo, &file_name(instance, &WalFileName::Segment(segment)), dest);
-    };
-    let mut wanted = vec![(segment, dest.to_path_buf())];
+/// Where prefetched segments wait: beside the server's WAL directory (`%p` is in it).
+pub fn prefetch_dir(dest: &Path) -> PathBuf {
+    dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("cairn-prefetch")
+}
+
+const PREFETCH_PID: &str = "prefetch.pid";
+
+/// Serves `name` from the segments prefetched earlier, without opening the repository; false
+/// if it is not there. Segments recovery has gone past are dropped.
+pub fn take_prefetched(name: &str, dest: &Path) -> Result<bool> {
+    let Ok(WalFileName::Segment(segment)) = name.parse::<WalFileName>() else { return Ok(false) };
+    let dir = prefetch_dir(dest);
+    let Ok(listing) = fs::read_dir(&dir) else { return Ok(false) };
+    let worker = WorkerClaim::is_held(&dir, PREFETCH_PID);
+    let current = segment.to_string();
+    for item in listing.flatten() {
+        let file = item.file_name().to_string_lossy().into_owned();
+        let passed = file.len() == 24 && file[8..] < current[8..];
+        // A download in progress belongs to the worker; one without a worker was cut short.
+        if passed || (!worker && file.ends_with(".cairn-partial")) {
+            let _ = fs::remove_file(item.path());
+        }
+    }
+    let spooled = dir.join(name);
+    match fs::rename(&spooled, dest) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(EngineError::io(format!("moving {}", spooled.display()), e)),
+    }
+}
+
+/// Whether a prefetch worker should be started after serving a segment: none runs and fewer
+/// than half of `count` segments wait.
+pub fn prefetch_wanted(dest: &Path, count: usize) -> bool {
+    let dir = prefetch_dir(dest);
+    if count == 0 || WorkerClaim::is_held(&dir, PREFETCH_PID) {
+        return false;
+    }
+    let waiting = fs::read_dir(&dir).map_or(0, |l| l.flatten().filter(|e| e.file_name().len() == 24).count());
+    waiting * 2 < count
+}
+
+/// The prefetch worker: fetches the `count` segments after `name` that are not waiting yet,
+/// several at a time, stopping at the end of the archive. Does nothing if another one runs.
+pub fn prefetch(repo: &Repository, instance: &str, name: &str, dest: &Path, count: usize) -> Result<usize> {
+    let Ok(WalFileName::Segment(segment)) = name.parse::<WalFileName>() else { return Ok(0) };
+    let dir = prefetch_dir(dest);
+    let Some(_claim) = WorkerClaim::acquire(&dir, PREFETCH_PID)? else { return Ok(0) };
+    let size = WalSegmentSize::new(u64::from(identity(repo, instance)?.segment_size))
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let mut wanted = Vec::new();
     let mut next = segment;
-    for _ in 0..prefetch {
+    for _ in 0..count {
         let Ok(n) = next.next(size) else { break };
         next = n;
-        wanted.push((next, spool.join(next.to_string())));
+        if !dir.join(next.to_string()).exists() {
+            wanted.push(next);
+        }
     }
-    fs::create_dir_all(spool).map_err(|e| EngineError::io(format!("creating {}", spool.display()), e))?;
-    let found = cairn_repo::parallel_map(&wanted, wanted.len(), |(s, to)| {
-        fetch(repo, &file_name(instance, &WalFileName::Segment(*s)), to)
+    let found = cairn_repo::parallel_map(&wanted, 4, |s| {
+        fetch(repo, &file_name(instance, &WalFileName::Segment(*s)), &dir.join(s.to_string()))
     })?;
-    Ok(found[0])
+    Ok(found.iter().filter(|&&f| f).count())
 }
 
 pub fn identity(repo: &Repository, instance: &str) -> Result<Identity> {
@@ -254,23 +278,6 @@ fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<bool> {
         .and_then(|()| fs::rename(&temp, dest))
         .map_err(|e| EngineError::io(format!("writing {}", dest.display()), e))?;
     Ok(true)
-}
-
-/// Prefetched segments wait beside the server's WAL directory (`%p` is in it).
-fn spool_dir(dest: &Path) -> PathBuf {
-    dest.parent().unwrap_or(Path::new(".")).join("cairn-prefetch")
-}
-
-/// Removes spooled segments recovery has gone past (and unfinished downloads).
-fn clean_spool(spool: &Path, current: &WalSegmentName) {
-    let Ok(listing) = fs::read_dir(spool) else { return };
-    let current = current.to_string();
-    for item in listing.flatten() {
-        let name = item.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".cairn-partial") || (name.len() == 24 && name[8..] < current[8..]) {
-            let _ = fs::remove_file(item.path());
-        }
-    }
 }
 
 /// The archived WAL files of an instance, by kind.

@@ -52,10 +52,7 @@ impl Spool {
 
     /// Whether a worker is running for this spool.
     pub fn worker_running(&self) -> bool {
-        fs::read_to_string(self.dir.join(WORKER_PID))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        WorkerClaim::is_held(&self.dir, WORKER_PID)
     }
 
     /// Files the server has marked ready and that have no outcome yet, history files first,
@@ -84,12 +81,17 @@ impl Spool {
             .and_then(|()| fs::rename(&temp, &path))
             .map_err(|e| EngineError::io(format!("writing {}", path.display()), e))
     }
+}
 
-    /// Becomes the worker of this spool, unless a live one is.
-    fn claim(&self) -> Result<Option<WorkerClaim>> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| EngineError::io(format!("creating {}", self.dir.display()), e))?;
-        let path = self.dir.join(WORKER_PID);
+/// Being the one process doing some background work in a directory: a pid file made with
+/// create-only semantics, removed on drop; one left by a dead process is taken over.
+#[derive(Debug)]
+pub struct WorkerClaim(PathBuf);
+
+impl WorkerClaim {
+    pub fn acquire(dir: &Path, file: &str) -> Result<Option<WorkerClaim>> {
+        fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join(file);
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
@@ -97,10 +99,10 @@ impl Spool {
                     return Ok(Some(WorkerClaim(path)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if self.worker_running() {
+                    if WorkerClaim::is_held(dir, file) {
                         return Ok(None);
                     }
-                    // Left by a worker that died.
+                    // Left by a process that died.
                     let _ = fs::remove_file(&path);
                 }
                 Err(e) => return Err(EngineError::io(format!("creating {}", path.display()), e)),
@@ -108,9 +110,15 @@ impl Spool {
         }
         Ok(None)
     }
-}
 
-struct WorkerClaim(PathBuf);
+    /// Whether a live process holds the claim.
+    pub fn is_held(dir: &Path, file: &str) -> bool {
+        fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+}
 
 impl Drop for WorkerClaim {
     fn drop(&mut self) {
@@ -129,7 +137,7 @@ pub fn push_ready(
 ) -> Result<usize> {
     let mut pushed = 0;
     loop {
-        let Some(claim) = spool.claim()? else { return Ok(pushed) };
+        let Some(claim) = WorkerClaim::acquire(&spool.dir, WORKER_PID)? else { return Ok(pushed) };
         loop {
             let ready = spool.ready();
             if ready.is_empty() {

@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_engine::archive::{WalDeletion, WalRange, WalRetention};
+use cairn_engine::archive::{self, WalDeletion, WalRange, WalRetention};
 use cairn_engine::spool::Spool;
 
 use crate::cli::{ArchiveGetArgs, ArchivePushArgs, DeleteArgs, Format, RestoreWalArgs, WalRetentionArgs};
@@ -48,7 +48,9 @@ fn wait_for_worker(args: &ArchivePushArgs, spool: &Spool, name: &str) -> anyhow:
             None => {}
         }
         if !spool.worker_running() {
-            start_worker(spool)?;
+            start_detached(&["--worker"], &["--async"], spool.dir(), "worker.log")?;
+            // Give it a moment to claim the spool before looking again.
+            std::thread::sleep(Duration::from_millis(50));
         }
         if Instant::now() > deadline {
             return Err(anyhow::anyhow!(
@@ -61,13 +63,13 @@ fn wait_for_worker(args: &ArchivePushArgs, spool: &Spool, name: &str) -> anyhow:
     }
 }
 
-/// Starts `cairn archive-push --worker` with this command's own arguments, detached from the
-/// server's archiver (its own process group; output to the spool's log).
-fn start_worker(spool: &Spool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(spool.dir())?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(spool.dir().join("worker.log"))?;
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--async").collect();
-    args.insert(1, "--worker".into());
+/// Starts this same command again with `add` and without `remove` among its arguments,
+/// detached from the server (its own process group; output to `log` in `dir`).
+fn start_detached(add: &[&str], remove: &[&str], dir: &std::path::Path, log: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(log))?;
+    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| !remove.contains(&a.as_str())).collect();
+    args.splice(1..1, add.iter().map(|a| a.to_string()));
     Command::new(std::env::current_exe()?)
         .args(&args)
         .stdin(Stdio::null())
@@ -75,25 +77,34 @@ fn start_worker(spool: &Spool) -> anyhow::Result<()> {
         .stderr(log)
         .process_group(0)
         .spawn()?;
-    // Give it a moment to claim the spool before looking again.
-    std::thread::sleep(Duration::from_millis(50));
     Ok(())
 }
 
 /// Exits 1, silently, when the archive does not have the file: that is how recovery learns
 /// where the archive ends. Any other failure exits above 128 (see `main`), which makes the
-/// server stop recovery instead of taking it for the end of the archive.
+/// server stop recovery instead of taking it for the end of the archive. Segments come from
+/// the prefetch directory when a background worker has fetched them already.
 pub fn get(_format: Format, args: &ArchiveGetArgs) -> anyhow::Result<()> {
-    let repo = super::open(&args.repo)?;
-    let found = cairn_engine::archive::get(
-        &repo,
-        &args.instance,
-        &args.wal_name,
-        &args.destination,
-        args.prefetch as usize,
-    )?;
+    let prefetch = args.prefetch as usize;
+    if args.prefetch_worker {
+        let repo = super::open(&args.repo)?;
+        archive::prefetch(&repo, &args.instance, &args.wal_name, &args.destination, prefetch)?;
+        return Ok(());
+    }
+    let found = archive::take_prefetched(&args.wal_name, &args.destination)? || {
+        let repo = super::open(&args.repo)?;
+        archive::get(&repo, &args.instance, &args.wal_name, &args.destination)?
+    };
     if !found {
         std::process::exit(1);
+    }
+    if archive::prefetch_wanted(&args.destination, prefetch) {
+        start_detached(
+            &["--prefetch-worker"],
+            &[],
+            &archive::prefetch_dir(&args.destination),
+            "prefetch.log",
+        )?;
     }
     Ok(())
 }
