@@ -241,6 +241,15 @@ fn restores_to_times_xids_lsns_and_restore_points() {
         assert_eq!(rows(&restored, "true"), expected, "restore with {target:?}");
     }
 
+    // A standby restored from the archive keeps replaying it, read-only.
+    let dir = s.dir("replica");
+    s.ok(&["restore", "--instance", INSTANCE, "-D", dir.to_str().unwrap(), "--restore-as-replica"]);
+    assert!(dir.join("standby.signal").exists() && !dir.join("recovery.signal").exists());
+    let replica = PgCluster::from_data_dir_with(15, &dir, PgOptions::new().setting("archive_mode", "off"));
+    wait_until(&replica, &format!("SELECT count(*) = 140 FROM ledger"), "the standby to replay the archive");
+    assert_eq!(replica.psql("SELECT pg_is_in_recovery()"), "t");
+    drop(replica);
+
     // Targets the archive cannot reach are refused before anything is written.
     let later = "2099-01-01T00:00:00Z";
     let msg = s.fails(
@@ -374,6 +383,28 @@ fn timelines_gaps_restore_wal_and_idempotent_push() {
     assert_eq!(got.len() as u64, segno(&last) - segno(&first) + 1, "{got:?}");
     assert!(got.len() >= 2, "{got:?}");
     let start = first.clone();
+
+    // restore-wal by time: the commits of "one-more" all went to the segment of lsn_on_one.
+    let commit_ts = |id: u32| {
+        a.psql(&format!(
+            "SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM ledger WHERE id = {id}"
+        ))
+    };
+    let by_time = s.dir("wal-by-time");
+    let range = s.ok(&[
+        "restore-wal",
+        "--instance",
+        INSTANCE,
+        "--from",
+        &commit_ts(51),
+        "--to",
+        &commit_ts(70),
+        "--timeline",
+        "1",
+        "--target-dir",
+        by_time.to_str().unwrap(),
+    ]);
+    assert_eq!(range["segments"], serde_json::json!([last]), "{range}");
 
     // Pushing an archived segment again: fine; other content under its name: refused.
     let copy = s.dir("again");
