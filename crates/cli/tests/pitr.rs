@@ -246,7 +246,7 @@ fn restores_to_times_xids_lsns_and_restore_points() {
     s.ok(&["restore", "--instance", INSTANCE, "-D", dir.to_str().unwrap(), "--restore-as-replica"]);
     assert!(dir.join("standby.signal").exists() && !dir.join("recovery.signal").exists());
     let replica = PgCluster::from_data_dir_with(15, &dir, PgOptions::new().setting("archive_mode", "off"));
-    wait_until(&replica, &format!("SELECT count(*) = 140 FROM ledger"), "the standby to replay the archive");
+    wait_until(&replica, "SELECT count(*) = 140 FROM ledger", "the standby to replay the archive");
     assert_eq!(replica.psql("SELECT pg_is_in_recovery()"), "t");
     drop(replica);
 
