@@ -287,3 +287,56 @@ fn a_repository_on_s3() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(error_code(&v), "storage-denied");
 }
+
+#[test]
+fn archive_commands_refuse_bad_input_clearly() {
+    let env = Env::new();
+    let pw = env.password_file("pw", "secret");
+    let pw = pw.to_str().unwrap();
+    init(&env, Path::new(pw));
+    let repo = env.repo();
+    let file = env.dir.path().join("some-file");
+    std::fs::write(&file, vec![7u8; 16 << 20]).unwrap();
+    let file = file.to_str().unwrap();
+    let push = |instance: &str, name: &str, status| {
+        json(
+            &["archive-push", "-B", &repo, "--password-file", pw, "--instance", instance, file, name],
+            status,
+        )
+    };
+    // Not a WAL file name; not a WAL segment; an instance the repository does not have.
+    assert!(push("main", "notes.txt", 2)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a WAL file name"));
+    let v = push("main", "000000010000000000000001", 11);
+    assert_eq!(error_code(&v), "wal-mismatch");
+    assert!(v["error"]["message"].as_str().unwrap().contains("000000010000000000000001"), "{v}");
+    assert_eq!(error_code(&push("nosuch", "00000002.history", 8)), "instance-not-found");
+
+    // archive-get: a missing file is exit 1 and silent; any failure is above 128, so that the
+    // server stops recovery rather than ending it.
+    let dest = env.dir.path().join("fetched");
+    let dest = dest.to_str().unwrap();
+    let out = cairn()
+        .args(["archive-get", "-B", &repo, "--password-file", pw, "--instance", "main"])
+        .args(["000000010000000000000001", dest])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let missing = env.dir.path().join("no-repo");
+    let v = json(
+        &[
+            "archive-get",
+            "-B",
+            missing.to_str().unwrap(),
+            "--instance",
+            "main",
+            "000000010000000000000001",
+            dest,
+        ],
+        128 + 3,
+    );
+    assert_eq!(error_code(&v), "repo-not-found");
+}

@@ -251,47 +251,17 @@ fn restores_to_times_xids_lsns_and_restore_points() {
     drop(replica);
 
     // Targets the archive cannot reach are refused before anything is written.
-    let later = "2099-01-01T00:00:00Z";
-    let msg = s.fails(
-        &[
-            "restore",
-            "--instance",
-            INSTANCE,
-            "-D",
-            s.dir("x").to_str().unwrap(),
-            "--recovery-target-time",
-            later,
-        ],
-        10,
-    );
-    assert!(msg.contains("archive ends before"), "{msg}");
-    let msg = s.fails(
-        &[
-            "restore",
-            "--instance",
-            INSTANCE,
-            "-D",
-            s.dir("x").to_str().unwrap(),
-            "--recovery-target-name",
-            "nosuch",
-        ],
-        10,
-    );
-    assert!(msg.contains("no restore point named 'nosuch'"), "{msg}");
-    let early = "2000-01-01T00:00:00Z";
-    let msg = s.fails(
-        &[
-            "restore",
-            "--instance",
-            INSTANCE,
-            "-D",
-            s.dir("x").to_str().unwrap(),
-            "--recovery-target-time",
-            early,
-        ],
-        10,
-    );
-    assert!(msg.contains("no backup can reach"), "{msg}");
+    for (target, value, reason) in [
+        ("--recovery-target-time", "2099-01-01T00:00:00Z", "archive ends before"),
+        ("--recovery-target-name", "nosuch", "no restore point named 'nosuch'"),
+        ("--recovery-target-time", "2000-01-01T00:00:00Z", "no backup can reach"),
+    ] {
+        let msg = s.fails(
+            &["restore", "--instance", INSTANCE, "-D", s.dir("x").to_str().unwrap(), target, value],
+            10,
+        );
+        assert!(msg.contains(reason), "{target} {value}: {msg}");
+    }
     assert!(!s.dir("x").exists() || std::fs::read_dir(s.dir("x")).unwrap().next().is_none());
 }
 

@@ -114,7 +114,13 @@ pub fn push(
             serde_json::to_value(SegmentAttrs::new(segment.timeline(), identity.system_identifier, &summary))
                 .unwrap_or_default()
         }
-        WalFileName::History(_) | WalFileName::Backup { .. } => serde_json::json!({}),
+        WalFileName::History(_) | WalFileName::Backup { .. } => {
+            // No header to check; still, only into the archive of an instance that exists.
+            if repo.file_header(&format!("{}{IDENTITY}", prefix(instance)))?.is_none() {
+                instance::find(repo, instance)?;
+            }
+            serde_json::json!({})
+        }
     };
     let outcome = repo.put_file(&file_name(instance, &wal_file), &content, compression, &attrs).map_err(
         |e| match e {

@@ -35,6 +35,7 @@
 //!
 //! The maxAlign and floatFormat fields are checked as a guard against a wrong layout.
 
+use crate::le::{u32_at, u64_at};
 use std::path::Path;
 
 use crate::lsn::{Lsn, TimelineId, WalSegmentSize};
@@ -197,16 +198,6 @@ pub struct ControlFile {
     pub relseg_size: u32,
     pub wal_block_size: u32,
     pub wal_segment_size: WalSegmentSize,
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 fn lsn_at(b: &[u8], at: usize) -> Lsn {

@@ -8,6 +8,7 @@
 pub mod control;
 pub mod datadir;
 pub mod flavor;
+mod le;
 pub mod lsn;
 pub mod page;
 pub mod relfile;

@@ -4,6 +4,7 @@
 //! Pages are read as little-endian, the byte order of the hosts cairn runs on (x86-64,
 //! aarch64); PostgreSQL writes pages in the host's native order.
 
+use crate::le::{u16_at, u32_at};
 use crate::lsn::Lsn;
 
 /// The page size (`BLCKSZ`). cairn supports the default build only; `pg_control` says which
@@ -97,14 +98,6 @@ pub struct PageHeader {
     pub special: u16,
     pub pagesize_version: u16,
     pub prune_xid: u32,
-}
-
-fn u16_at(page: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([page[at], page[at + 1]])
-}
-
-fn u32_at(page: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([page[at], page[at + 1], page[at + 2], page[at + 3]])
 }
 
 impl PageHeader {

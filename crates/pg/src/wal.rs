@@ -34,6 +34,7 @@
 //! transaction ids are 64-bit, for one); what KingbaseES writes has not been examined. Segments
 //! whose page magic is not one of PostgreSQL 13..=18's are refused.
 
+use crate::le::{u16_at, u32_at, u64_at};
 use std::borrow::Cow;
 
 use crate::lsn::{Lsn, TimelineId, WalSegmentName, WalSegmentSize};
@@ -184,20 +185,6 @@ impl PageHeader {
             rem_len: u32_at(bytes, 16),
         }
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 fn max_align(offset: usize) -> usize {
