@@ -167,8 +167,9 @@ pub struct BackupArgs {
     pub repo: RepoArgs,
     #[arg(long)]
     pub instance: String,
-    /// Backup mode: FULL.
-    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full"], default_value = "FULL")]
+    /// Backup mode: FULL, or DELTA (reads only the files changed since the newest backup; a
+    /// FULL when there is none).
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta"], default_value = "FULL")]
     pub mode: String,
     /// Parallel channels reading, compressing, encrypting and uploading (1-255).
     #[arg(short = 'j', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]

@@ -4,6 +4,7 @@
 //! `tablespace_map` and the WAL from start to stop with the backup, so that it restores to a
 //! consistent state on its own. `global/pg_control` is copied last.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -38,6 +39,9 @@ pub struct BackupOptions {
     pub note: Option<String>,
     pub no_validate: bool,
     pub skip_block_validation: bool,
+    /// FULL reads everything; DELTA only what changed since the newest usable backup (and is
+    /// a FULL when there is none).
+    pub mode: BackupMode,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +53,10 @@ pub struct BackupSummary {
     /// Chunks reused from earlier backups.
     pub reused_chunks: u64,
     pub chunks: u64,
+    /// DELTA: files taken from the parent unread (unchanged size and modification time), and
+    /// their bytes.
+    pub unchanged_files: u64,
+    pub unchanged_bytes: u64,
 }
 
 pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progress) -> Result<BackupSummary> {
@@ -70,11 +78,17 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         &WriterOptions { channels: options.channels.max(1), compression, ..Default::default() },
     )?;
     let existing = catalog::list(repo, Some(&options.instance))?;
+    // A DELTA needs a parent: the newest usable backup; without one it is a FULL.
+    let parent = match options.mode {
+        BackupMode::Delta => existing.iter().rev().find(|b| b.record.status.is_restorable() && b.has_files),
+        BackupMode::Full => None,
+    };
     let now = chrono::Utc::now();
     let mut record = BackupRecord {
         instance: options.instance.clone(),
         id: catalog::new_id(&existing, now),
-        mode: BackupMode::Full,
+        mode: if parent.is_some() { BackupMode::Delta } else { BackupMode::Full },
+        parent: parent.map(|p| p.record.id.clone()),
         status: BackupStatus::Running,
         start_time: now,
         end_time: None,
@@ -97,6 +111,10 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         error: None,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    let parent = match parent {
+        Some(p) => Some(Parent::load(repo, p)?),
+        None => None,
+    };
     let running = repo.put_record(catalog::KIND, to_json(&record)?)?;
     let outcome = take(
         &mut client,
@@ -106,6 +124,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         &config.external_dirs,
         &writer,
         &mut record,
+        parent.as_ref(),
         options,
         progress,
     );
@@ -120,7 +139,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     drop(client);
     // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
     let _ = repo.delete_manifest(&running);
-    let (files, manifest, stats) = match result {
+    let (copied, manifest, stats) = match result {
         Ok(done) => done,
         Err(e) => {
             record.status = BackupStatus::Error;
@@ -140,10 +159,12 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     }
     let mut summary = BackupSummary {
         record,
-        files,
+        files: copied.files,
         seconds: 0.0,
         reused_chunks: stats.chunks - stats.new_chunks,
         chunks: stats.chunks,
+        unchanged_files: copied.unchanged_files,
+        unchanged_bytes: copied.unchanged_bytes,
     };
     let stored = summary.record.clone();
     repo.replace_meta(&manifest, to_json(&stored)?)?;
@@ -259,7 +280,43 @@ impl ServerInfo {
     }
 }
 
-/// The backup proper; returns the number of files recorded.
+/// What the copy did.
+struct Copied {
+    files: u64,
+    unchanged_files: u64,
+    unchanged_bytes: u64,
+}
+
+/// The files of a DELTA backup's parent, and when it started.
+struct Parent {
+    files: HashMap<String, FileEntry>,
+    start_ns: i64,
+}
+
+impl Parent {
+    fn load(repo: &Repository, backup: &catalog::BackupInfo) -> Result<Parent> {
+        let files = crate::restore::entries_of(repo, backup)?
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| (e.path.clone(), e))
+            .collect();
+        Ok(Parent { files, start_ns: backup.record.start_time.timestamp_nanos_opt().unwrap_or(0) })
+    }
+
+    /// The parent's entry for a file whose size and modification time say it has not changed
+    /// since. A file modified within a second of the parent's start is read again: a write in
+    /// the same timestamp tick could leave both unchanged (pgBackRest guards the same way).
+    fn unchanged(&self, entry: &DataDirEntry) -> Option<&FileEntry> {
+        const GUARD_NS: i64 = 1_000_000_000;
+        let old = self.files.get(&entry.rel_path)?;
+        (old.size == entry.size
+            && old.mtime_ns == entry.mtime_ns
+            && entry.mtime_ns < self.start_ns - GUARD_NS)
+            .then_some(old)
+    }
+}
+
+/// The backup proper.
 #[allow(clippy::too_many_arguments)]
 fn take(
     client: &mut postgres::Client,
@@ -269,9 +326,10 @@ fn take(
     external_dirs: &[String],
     writer: &Writer<'_>,
     record: &mut BackupRecord,
+    parent: Option<&Parent>,
     options: &BackupOptions,
     progress: &dyn Progress,
-) -> Result<u64> {
+) -> Result<Copied> {
     let db = |during, source| EngineError::Database { during, source };
     // The slot keeps every WAL segment from the start on until we have copied it.
     let slot = format!("cairn_{}", record.id.to_lowercase());
@@ -324,14 +382,21 @@ fn take(
         checksums: server.checksums,
         corrupt: &corrupt,
         progress,
+        parent,
         files: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        unchanged_files: AtomicU64::new(0),
+        unchanged_bytes: AtomicU64::new(0),
     };
     copier.copy_all(&rest, options.channels.max(1))?;
+    // pg_control is always read: it is what recovery starts from.
+    let copier = Copier { parent: None, ..copier };
     copier.copy_all(&control_entries, 1)?;
-    // What was actually read: files change size while the server runs.
+    // What was actually read (files change size while the server runs), and what was not.
     let mut count = copier.files.into_inner();
     record.data_bytes = copier.bytes.into_inner();
+    let unchanged_files = copier.unchanged_files.into_inner();
+    let unchanged_bytes = copier.unchanged_bytes.into_inner();
     progress.end();
     let corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
     if !corrupt.is_empty() && !options.skip_block_validation {
@@ -388,7 +453,7 @@ fn take(
         }
         segment = segment.next(segment_size).map_err(|e| EngineError::Server(e.to_string()))?;
     }
-    Ok(count)
+    Ok(Copied { files: count, unchanged_files, unchanged_bytes })
 }
 
 /// A WAL segment the server has just finished may take a moment to appear under its name.
@@ -412,9 +477,13 @@ struct Copier<'a> {
     checksums: bool,
     corrupt: &'a Mutex<Vec<String>>,
     progress: &'a dyn Progress,
-    /// Regular files stored, and their bytes as read.
+    parent: Option<&'a Parent>,
+    /// Regular files stored (read or unchanged), and their bytes.
     files: AtomicU64,
     bytes: AtomicU64,
+    /// Of those, the ones taken from the parent unread.
+    unchanged_files: AtomicU64,
+    unchanged_bytes: AtomicU64,
 }
 
 impl Copier<'_> {
@@ -455,7 +524,16 @@ impl Copier<'_> {
             target: entry.link_target.clone(),
             meta: serde_json::Value::Null,
         };
-        if kind == EntryKind::File {
+        let unchanged = self.parent.filter(|_| kind == EntryKind::File).and_then(|p| p.unchanged(entry));
+        if let Some(old) = unchanged {
+            file_entry.chunks = old.chunks.clone();
+            file_entry.size = old.size;
+            self.unchanged_files.fetch_add(1, Ordering::Relaxed);
+            self.unchanged_bytes.fetch_add(old.size, Ordering::Relaxed);
+            self.files.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(old.size, Ordering::Relaxed);
+            self.progress.advance(old.size);
+        } else if kind == EntryKind::File {
             let path = &entry.source;
             let file = match File::open(path) {
                 Ok(f) => f,

@@ -12,10 +12,14 @@ use crate::error::{EngineError, Result};
 
 pub const KIND: &str = "backup";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum BackupMode {
+    #[default]
     Full,
+    /// Reads only the files changed since its parent (size or modification time); every
+    /// other file's chunks are the parent's. Restores on its own, like a full backup.
+    Delta,
 }
 
 /// gs_probackup's statuses.
@@ -52,6 +56,9 @@ pub struct BackupRecord {
     pub instance: String,
     pub id: String,
     pub mode: BackupMode,
+    /// The backup a DELTA backup compared its files with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     pub status: BackupStatus,
     pub start_time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ fn record(id: &str, status: BackupStatus, holder: Option<&str>) -> serde_json::V
         instance: "main".into(),
         id: id.into(),
         mode: BackupMode::Full,
+        parent: None,
         status,
         start_time: chrono::Utc::now(),
         end_time: None,

@@ -1,5 +1,6 @@
 //! `cairn backup`.
 
+use cairn_engine::catalog::BackupMode;
 use cairn_engine::BackupOptions;
 
 use crate::cli::{BackupArgs, Format};
@@ -17,6 +18,7 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
         note: args.note.clone(),
         no_validate: args.no_validate,
         skip_block_validation: args.skip_block_validation,
+        mode: if args.mode.eq_ignore_ascii_case("delta") { BackupMode::Delta } else { BackupMode::Full },
     };
     let progress = crate::progress::renderer(args.progress, format);
     let s = cairn_engine::backup(&repo, &options, progress.as_ref())?;
@@ -35,10 +37,12 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
         let r = &s.record;
         let lsn = |l: Option<cairn_pg::Lsn>| l.map_or("-".into(), |l| l.to_string());
         format!(
-            "backup {} of instance '{}' completed: status {:?}\n  LSN {} to {} on timeline {}\n  {} file(s), {} of data, {} added to the repository ({:.0}% of chunks reused)\n  {:.1} s, {}/s",
+            "{:?} backup {} of instance '{}' completed: status {:?}{}\n  LSN {} to {} on timeline {}\n  {} file(s), {} of data, {} added to the repository ({:.0}% of chunks reused)\n  {:.1} s, {}/s",
+            r.mode,
             r.id,
             r.instance,
             r.status,
+            r.parent.as_ref().map(|p| format!(", parent {p}: {} file(s) unchanged", s.unchanged_files)).unwrap_or_default(),
             lsn(r.start_lsn),
             lsn(r.stop_lsn),
             r.timeline.map_or("-".into(), |t| t.get().to_string()),

@@ -49,7 +49,7 @@ fn table(backups: &[BackupInfo]) -> String {
             r.instance,
             r.id,
             r.start_time.format("%Y-%m-%d %H:%M:%S"),
-            "FULL",
+            format!("{:?}", r.mode).to_uppercase(),
             format!("{:?}", r.status).to_uppercase(),
             r.timeline.map_or("-".into(), |t| t.get().to_string()),
             output::bytes(r.data_bytes),
