@@ -90,8 +90,10 @@ pub enum Command {
     ArchiveGet(ArchiveGetArgs),
     /// Fetch the archived WAL of a time or LSN range into a directory (no cluster is touched).
     RestoreWal(RestoreWalArgs),
-    /// Delete archived WAL no kept backup needs (--delete-wal).
+    /// Delete backups (by id, by status, or as the retention policy expires them) and archived WAL.
     Delete(DeleteArgs),
+    /// Change a backup's note, or pin it against retention (--ttl, --expire-time).
+    SetBackup(SetBackupArgs),
 }
 
 /// How to reach the database server (gs_probackup's names; `PG*` variables otherwise).
@@ -156,6 +158,11 @@ pub struct SetConfigArgs {
     pub compress_algorithm: Option<String>,
     #[arg(long, allow_hyphen_values = true)]
     pub compress_level: Option<i32>,
+    #[command(flatten)]
+    pub backup_retention: BackupRetentionArgs,
+    /// Keep point-in-time recovery from the newest N backups (0: from all).
+    #[arg(long, value_name = "N")]
+    pub wal_depth: Option<u32>,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
     pub help: Option<bool>,
 }
@@ -378,12 +385,24 @@ pub struct RestoreWalArgs {
 /// How much archived WAL to keep (the seeds' "retain archived logs" option).
 #[derive(Debug, Args, Clone, Copy)]
 pub struct WalRetentionArgs {
-    /// Keep point-in-time recovery only from the newest N backups (0: from all of them).
-    #[arg(long, default_value_t = 0)]
-    pub wal_depth: usize,
+    /// Keep point-in-time recovery only from the newest N backups (0: from all of them;
+    /// default: the instance's setting, else 0).
+    #[arg(long, value_name = "N")]
+    pub wal_depth: Option<u32>,
     /// Never delete WAL holding commits from the last N days.
     #[arg(long, value_name = "DAYS")]
     pub keep_wal_days: Option<u32>,
+}
+
+/// Retention of backups (stored with the instance by set-config, or given here).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct BackupRetentionArgs {
+    /// Keep the newest N FULL backups and everything after the oldest of them.
+    #[arg(long, value_name = "N")]
+    pub retention_redundancy: Option<u32>,
+    /// Keep what restores to any moment of the last N days.
+    #[arg(long, value_name = "DAYS")]
+    pub retention_window: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -392,14 +411,44 @@ pub struct DeleteArgs {
     pub repo: RepoArgs,
     #[arg(long)]
     pub instance: String,
-    /// Delete archived WAL that no kept backup needs for point-in-time recovery.
-    #[arg(long, required = true)]
+    /// Delete this backup.
+    #[arg(short = 'i', long = "backup-id", conflicts_with_all = ["delete_expired", "status"])]
+    pub backup_id: Option<String>,
+    /// Delete the backups the retention policy expires.
+    #[arg(long, conflicts_with = "status")]
+    pub delete_expired: bool,
+    /// Delete every backup with this status.
+    #[arg(long, value_parser = ["ERROR", "CORRUPT", "DONE", "OK", "error", "corrupt", "done", "ok"])]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub backup_retention: BackupRetentionArgs,
+    /// Then delete archived WAL that no kept backup needs for point-in-time recovery.
+    #[arg(long)]
     pub delete_wal: bool,
     #[command(flatten)]
     pub retention: WalRetentionArgs,
-    /// Say what would be deleted; delete nothing.
+    /// Say what would be deleted and why; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetBackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    #[arg(short = 'i', long = "backup-id")]
+    pub backup_id: String,
+    /// A note kept with the backup ("" removes it).
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Pin the backup for this long from now: 30d, 12h, 90m; 0 unpins it.
+    #[arg(long, conflicts_with = "expire_time")]
+    pub ttl: Option<String>,
+    /// Pin the backup until this time.
+    #[arg(long)]
+    pub expire_time: Option<String>,
 }
 
 fn parse_mapping(s: &str) -> Result<(String, String), String> {

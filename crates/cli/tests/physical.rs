@@ -179,3 +179,81 @@ fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
     let target = work.path().join("restored");
     ok(cairn(&repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap()]));
 }
+
+#[test]
+fn retention_deletes_only_what_the_policy_expires() {
+    let cluster = PgCluster::start(15);
+    cluster.psql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    ok(cairn(&repo, &["init"]));
+    let port = cluster.port().to_string();
+    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
+    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+    let external = work.path().join("external");
+    std::fs::create_dir(&external).unwrap();
+    let mut add =
+        vec!["add-instance", "--instance", "main", "-D", pgdata.as_str(), "-E", external.to_str().unwrap()];
+    add.extend(conn);
+    ok(cairn(&repo, &add));
+    let mut ids = Vec::new();
+    for mode in ["FULL", "DELTA", "FULL", "DELTA"] {
+        cluster.psql("UPDATE t SET md5 = md5(md5) WHERE g % 50 = 0");
+        let b = ok(cairn(&repo, &["backup", "--instance", "main", "-b", mode, "--no-validate"]));
+        assert_eq!(b["mode"], mode, "{b}");
+        ids.push(b["id"].as_str().unwrap().to_string());
+    }
+    // A backup that fails once started (its external directory is gone) leaves an ERROR record.
+    std::fs::remove_dir(&external).unwrap();
+    let out = cairn(&repo, &["backup", "--instance", "main"]);
+    assert!(!out.status.success());
+    std::fs::create_dir(&external).unwrap();
+    // Pin the first backup for a day.
+    let pinned = ok(cairn(
+        &repo,
+        &["set-backup", "--instance", "main", "-i", &ids[0], "--ttl", "1d", "--note", "audit"],
+    ));
+    assert!(pinned["expire_time"].is_string(), "{pinned}");
+    assert_eq!(pinned["note"], "audit");
+
+    // Redundancy 1: the newest FULL and what follows stay; the pinned one stays; the ERROR
+    // backup is not the policy's business. A dry run first.
+    let expire = ["delete", "--instance", "main", "--delete-expired", "--retention-redundancy", "1"];
+    let dry = ok(cairn(&repo, &[&expire[..], &["--dry-run"]].concat()));
+    let gone = |v: &Value| -> Vec<String> {
+        v["backups"]["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(gone(&dry), [ids[1].clone()], "{dry}");
+    assert_eq!(ok(cairn(&repo, &["show", "--instance", "main"])).as_array().unwrap().len(), 5);
+    let done = ok(cairn(&repo, &expire));
+    assert_eq!(gone(&done), [ids[1].clone()], "{done}");
+    assert!(done["backups"]["prune"].is_object(), "{done}");
+    let statuses = |repo: &Path| -> Vec<String> {
+        ok(cairn(repo, &["show", "--instance", "main"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| format!("{}:{}", b["mode"].as_str().unwrap(), b["status"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(statuses(&repo), ["FULL:DONE", "FULL:DONE", "DELTA:DONE", "FULL:ERROR"]);
+
+    // By status, then by id: a pinned backup must be unpinned first.
+    ok(cairn(&repo, &["delete", "--instance", "main", "--status", "ERROR"]));
+    assert_eq!(statuses(&repo).len(), 3);
+    let msg = fails(cairn(&repo, &["delete", "--instance", "main", "-i", &ids[0]]), 2, "invalid-argument");
+    assert!(msg.contains("pinned"), "{msg}");
+    ok(cairn(&repo, &["set-backup", "--instance", "main", "-i", &ids[0], "--ttl", "0"]));
+    ok(cairn(&repo, &["delete", "--instance", "main", "-i", &ids[0]]));
+    assert_eq!(statuses(&repo), ["FULL:DONE", "DELTA:DONE"]);
+
+    // What is left is whole: the DELTA (whose parent is gone) validates and the repository checks.
+    ok(cairn(&repo, &["check", "--read-data"]));
+    ok(cairn(&repo, &["validate", "--instance", "main", "-i", &ids[3]]));
+    fails(cairn(&repo, &["delete", "--instance", "main"]), 2, "invalid-argument");
+}

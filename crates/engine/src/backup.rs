@@ -107,6 +107,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         tablespaces: Vec::new(),
         external_dirs: config.external_dirs.clone(),
         note: options.note.clone(),
+        expire_time: None,
         holder: Some(format!("{}:{}", cairn_repo::lock::hostname(), std::process::id())),
         error: None,
         program_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -98,6 +98,9 @@ pub struct BackupRecord {
     pub external_dirs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Pinned: retention keeps the backup until then (`set-backup --ttl | --expire-time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<DateTime<Utc>>,
     /// `host:pid` of the process taking the backup (RUNNING records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,

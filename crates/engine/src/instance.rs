@@ -50,6 +50,26 @@ pub struct InstanceConfig {
     /// Learned at the first backup; a later backup of another cluster is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identifier: Option<u64>,
+    /// What `delete --delete-expired` and `--delete-wal` keep, unless told otherwise.
+    #[serde(default, skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
+}
+
+/// An instance's stored retention settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_depth: Option<u32>,
+}
+
+impl Retention {
+    pub fn is_empty(&self) -> bool {
+        *self == Retention::default()
+    }
 }
 
 pub fn validate_name(name: &str) -> Result<()> {

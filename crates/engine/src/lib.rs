@@ -8,9 +8,11 @@ pub mod catalog;
 mod connect;
 pub mod error;
 pub mod instance;
+pub mod lifecycle;
 pub mod progress;
 pub mod recovery;
 pub mod restore;
+pub mod retention;
 pub mod spool;
 pub mod validate;
 

@@ -38,6 +38,7 @@ fn add_instance(repo: &Repository, cluster: &PgCluster, external: Vec<String>) {
         external_dirs: external,
         compression: None,
         system_identifier: None,
+        retention: Default::default(),
     };
     instance::add(repo, &config).unwrap();
 }
@@ -378,6 +379,7 @@ fn a_standby_data_directory_with_a_connection_to_its_primary_is_refused() {
         external_dirs: Vec::new(),
         compression: None,
         system_identifier: None,
+        retention: Default::default(),
     };
     instance::add(&repo, &config).unwrap();
     let options = BackupOptions { instance: "main".into(), ..Default::default() };

@@ -27,6 +27,7 @@ fn record(id: &str, status: BackupStatus, holder: Option<&str>) -> serde_json::V
         tablespaces: Vec::new(),
         external_dirs: Vec::new(),
         note: None,
+        expire_time: None,
         holder: holder.map(String::from),
         error: None,
         program_version: "test".into(),

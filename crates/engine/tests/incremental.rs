@@ -56,6 +56,7 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
         external_dirs: Vec::new(),
         compression: None,
         system_identifier: None,
+        retention: Default::default(),
     };
     instance::add(&repo, &config).unwrap();
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use cairn_engine::archive::{self, WalDeletion, WalRange, WalRetention};
 use cairn_engine::spool::Spool;
 
-use crate::cli::{ArchiveGetArgs, ArchivePushArgs, DeleteArgs, Format, RestoreWalArgs, WalRetentionArgs};
+use cairn_engine::instance::Retention;
+
+use crate::cli::{ArchiveGetArgs, ArchivePushArgs, Format, RestoreWalArgs, WalRetentionArgs};
 use crate::exit::usage;
 use crate::output;
 
@@ -137,17 +139,12 @@ pub fn restore_wal(format: Format, args: &RestoreWalArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub fn retention(args: &WalRetentionArgs) -> WalRetention {
-    WalRetention { wal_depth: args.wal_depth, keep_days: args.keep_wal_days }
-}
-
-pub fn delete(format: Format, args: &DeleteArgs) -> anyhow::Result<()> {
-    let repo = super::open(&args.repo)?;
-    cairn_engine::instance::find(&repo, &args.instance)?;
-    let done =
-        cairn_engine::archive::delete_wal(&repo, &args.instance, retention(&args.retention), args.dry_run)?;
-    output::print(format, &done, || describe(&done));
-    Ok(())
+/// WAL retention from the command line, else the instance's settings.
+pub fn retention(args: &WalRetentionArgs, stored: &Retention) -> WalRetention {
+    WalRetention {
+        wal_depth: args.wal_depth.or(stored.wal_depth).unwrap_or(0) as usize,
+        keep_days: args.keep_wal_days,
+    }
 }
 
 pub fn describe(done: &WalDeletion) -> String {

@@ -24,7 +24,8 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
     let s = cairn_engine::backup(&repo, &options, progress.as_ref())?;
     // The backup is kept whatever happens next; WAL retention runs only after it.
     let deletion = if args.delete_wal {
-        let policy = super::archive::retention(&args.retention);
+        let (_, config) = cairn_engine::instance::find(&repo, &args.instance)?;
+        let policy = super::archive::retention(&args.retention, &config.retention);
         Some(cairn_engine::archive::delete_wal(&repo, &args.instance, policy, false)?)
     } else {
         None

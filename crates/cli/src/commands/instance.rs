@@ -33,6 +33,7 @@ pub fn add(format: Format, args: &AddInstanceArgs) -> anyhow::Result<()> {
         external_dirs: args.external_dirs.clone(),
         compression: None,
         system_identifier: None,
+        retention: Default::default(),
     };
     instance::add(&repo, &config)?;
     output::print(format, &config, || {
@@ -67,6 +68,10 @@ pub fn set(format: Format, args: &SetConfigArgs) -> anyhow::Result<()> {
     if let Some(algorithm) = &args.compress_algorithm {
         config.compression = Some(Compression::parse(algorithm, args.compress_level).map_err(usage)?);
     }
+    let r = &args.backup_retention;
+    config.retention.redundancy = r.retention_redundancy.or(config.retention.redundancy).filter(|&n| n > 0);
+    config.retention.window_days = r.retention_window.or(config.retention.window_days).filter(|&n| n > 0);
+    config.retention.wal_depth = args.wal_depth.or(config.retention.wal_depth).filter(|&n| n > 0);
     instance::update(&repo, &config)?;
     output::print(format, &config, || render(&config));
     Ok(())
@@ -82,7 +87,7 @@ pub fn show(format: Format, args: &InstanceArgs) -> anyhow::Result<()> {
 fn render(c: &InstanceConfig) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(from environment)".into());
     format!(
-        "instance = {}\npgdata = {}\npghost = {}\npgport = {}\npguser = {}\npgdatabase = {}\nexternal-dirs = {}\ncompression = {}\nsystem-identifier = {}",
+        "instance = {}\npgdata = {}\npghost = {}\npgport = {}\npguser = {}\npgdatabase = {}\nexternal-dirs = {}\ncompression = {}\nsystem-identifier = {}\nretention-redundancy = {}\nretention-window = {}\nwal-depth = {}",
         c.name,
         c.pgdata,
         opt(&c.connection.host),
@@ -92,6 +97,9 @@ fn render(c: &InstanceConfig) -> String {
         c.external_dirs.join(":"),
         c.compression.map_or("(repository default)".into(), |c| format!("{c:?}")),
         c.system_identifier.map_or("(learned at the first backup)".into(), |s| s.to_string()),
+        c.retention.redundancy.map_or("(not set)".into(), |n| n.to_string()),
+        c.retention.window_days.map_or("(not set)".into(), |n| format!("{n} day(s)")),
+        c.retention.wal_depth.map_or("(not set)".into(), |n| n.to_string()),
     )
 }
 

@@ -6,6 +6,7 @@ mod check;
 mod init;
 mod instance;
 mod key;
+mod lifecycle;
 mod prune;
 mod restore;
 mod show;
@@ -40,7 +41,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ArchivePush(args) => archive::push(format, &args),
         Command::ArchiveGet(args) => archive::get(format, &args),
         Command::RestoreWal(args) => archive::restore_wal(format, &args),
-        Command::Delete(args) => archive::delete(format, &args),
+        Command::Delete(args) => lifecycle::delete(format, &args),
+        Command::SetBackup(args) => lifecycle::set_backup(format, &args),
         Command::Version => {
             let value = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
