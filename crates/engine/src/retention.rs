@@ -77,7 +77,7 @@ pub fn expired(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc
     };
     usable
         .into_iter()
-        .filter(|b| !kept_by(b) && !b.expire_time.is_some_and(|t| t > now))
+        .filter(|b| !kept_by(b) && b.expire_time.is_none_or(|t| t <= now))
         .map(|b| Expired {
             id: b.id.clone(),
             reason: [
