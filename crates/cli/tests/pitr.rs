@@ -485,10 +485,10 @@ fn wal_retention_keeps_what_kept_backups_need() {
     let dry = s.ok(&["delete", "--instance", INSTANCE, "--delete-wal", "--wal-depth", "1", "--dry-run"]);
     let second_start = lsn_segno(second["start_lsn"].as_str().unwrap());
     let would: Vec<u64> =
-        dry["deleted"].as_array().unwrap().iter().map(|n| segno(&n.as_str().unwrap()[..24])).collect();
+        dry["wal"]["deleted"].as_array().unwrap().iter().map(|n| segno(&n.as_str().unwrap()[..24])).collect();
     assert!(!would.is_empty() && would.iter().all(|&n| n < second_start), "{dry}");
     let done = s.ok(&["delete", "--instance", INSTANCE, "--delete-wal", "--wal-depth", "1"]);
-    assert_eq!(done["deleted"], dry["deleted"]);
+    assert_eq!(done["wal"]["deleted"], dry["wal"]["deleted"]);
     let report = s.ok(&["show", "--instance", INSTANCE, "--archive"]);
     assert_eq!(report["backups"][0]["reaches_present"], false, "{report}");
     assert_eq!(report["backups"][1]["reaches_present"], true, "{report}");
