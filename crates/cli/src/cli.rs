@@ -257,10 +257,10 @@ pub struct RestoreArgs {
     pub recovery: RecoveryArgs,
 }
 
-/// Point-in-time recovery from the instance's WAL archive (PostgreSQL's parameter names).
+/// A recovery target (PostgreSQL's parameter names).
 #[derive(Debug, Args)]
 #[group(skip)]
-pub struct RecoveryArgs {
+pub struct TargetArgs {
     /// Recover to this time (RFC 3339, or 'YYYY-MM-DD HH:MM:SS[.f][+TZ]'; local time without a zone).
     #[arg(long, conflicts_with_all = ["recovery_target_xid", "recovery_target_lsn", "recovery_target_name", "recovery_target"])]
     pub recovery_target_time: Option<String>,
@@ -276,12 +276,20 @@ pub struct RecoveryArgs {
     /// immediate: stop as soon as the backup is consistent; latest: replay the whole archive.
     #[arg(long, conflicts_with_all = ["recovery_target_time", "recovery_target_xid", "recovery_target_lsn", "recovery_target_name"], value_parser = ["immediate", "latest"])]
     pub recovery_target: Option<String>,
-    /// Stop just after the target (true) or just before it (false).
-    #[arg(long, value_parser = clap::value_parser!(bool))]
-    pub recovery_target_inclusive: Option<bool>,
     /// Timeline to follow: a number, current (the backup's) or latest.
     #[arg(long)]
     pub recovery_target_timeline: Option<String>,
+}
+
+/// Point-in-time recovery from the instance's WAL archive (PostgreSQL's parameter names).
+#[derive(Debug, Args)]
+#[group(skip)]
+pub struct RecoveryArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Stop just after the target (true) or just before it (false).
+    #[arg(long, value_parser = clap::value_parser!(bool))]
+    pub recovery_target_inclusive: Option<bool>,
     /// What the server does at the target: pause, promote (open the database) or shutdown.
     #[arg(long, value_parser = ["pause", "promote", "shutdown"])]
     pub recovery_target_action: Option<String>,
@@ -297,15 +305,23 @@ pub struct RecoveryArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Only this instance (default: every instance).
     #[arg(long)]
-    pub instance: String,
-    /// Backup to validate (default: the newest).
-    #[arg(short = 'i', long = "backup-id")]
+    pub instance: Option<String>,
+    /// Only this backup (with --instance).
+    #[arg(short = 'i', long = "backup-id", requires = "instance")]
     pub backup_id: Option<String>,
     #[arg(short = 'j', long = "threads", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=255))]
     pub threads: u16,
     #[arg(long)]
     pub progress: bool,
+    /// Do not re-check data pages' checksums.
+    #[arg(long)]
+    pub skip_block_validation: bool,
+    /// Answer "can the instance be restored to this point?": the backup restore would pick,
+    /// the WAL archive from it to the target, and that backup's data.
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]

@@ -75,7 +75,10 @@ fn backup_show_validate_restore_and_refusals() {
     assert_eq!(shown.as_array().unwrap().len(), 1);
     assert_eq!(shown[0]["note"], "first");
     assert!(shown[0]["start_lsn"].as_str().unwrap().contains('/'));
-    ok(cairn(&repo, &["validate", "--instance", "main", "-i", &id]));
+    let validated = ok(cairn(&repo, &["validate", "--instance", "main", "-i", &id]));
+    assert!(validated["pages"].as_u64().unwrap() > 80, "every data page re-checked: {validated}");
+    let all = ok(cairn(&repo, &["validate"]));
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
     fails(cairn(&repo, &["validate", "--instance", "main", "-i", "NOSUCH"]), 8, "backup-not-found");
 
     // Restore: refused into a running cluster and a non-empty directory; fine into a new one.

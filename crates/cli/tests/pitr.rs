@@ -241,6 +241,12 @@ fn restores_to_times_xids_lsns_and_restore_points() {
         assert_eq!(rows(&restored, "true"), expected, "restore with {target:?}");
     }
 
+    // validate answers "can it be restored to that point?" without restoring.
+    let answer = s.ok(&["validate", "--instance", INSTANCE, "--recovery-target-xid", &xid]);
+    assert_eq!(answer["restorable"], true, "{answer}");
+    let msg = s.fails(&["validate", "--instance", INSTANCE, "--recovery-target-name", "nosuch"], 10);
+    assert!(msg.contains("no restore point named 'nosuch'"), "{msg}");
+
     // A standby restored from the archive keeps replaying it, read-only.
     let dir = s.dir("replica");
     s.ok(&["restore", "--instance", INSTANCE, "-D", dir.to_str().unwrap(), "--restore-as-replica"]);

@@ -170,9 +170,17 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     let stored = summary.record.clone();
     repo.replace_meta(&manifest, to_json(&stored)?)?;
     if !options.no_validate {
-        summary.record.status =
-            crate::validate::validate(repo, &options.instance, Some(&stored.id), options.channels, progress)?
-                .status;
+        summary.record.status = crate::validate::validate(
+            repo,
+            &options.instance,
+            Some(&stored.id),
+            &crate::validate::ValidateOptions {
+                channels: options.channels,
+                skip_block_validation: options.skip_block_validation,
+            },
+            progress,
+        )?
+        .status;
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
@@ -523,7 +531,12 @@ impl Copier<'_> {
             mtime_ns: entry.mtime_ns,
             chunks: Vec::new(),
             target: entry.link_target.clone(),
-            meta: serde_json::Value::Null,
+            // Marks the files validate re-checks page by page.
+            meta: if entry.is_relation_file {
+                serde_json::json!({"relation": true})
+            } else {
+                serde_json::Value::Null
+            },
         };
         let unchanged = self.parent.filter(|_| kind == EntryKind::File).and_then(|p| p.unchanged(entry));
         if let Some(old) = unchanged {
@@ -561,7 +574,7 @@ impl Copier<'_> {
 }
 
 /// `16384.3` is segment 3 of its relation.
-fn segment_number(rel_path: &str) -> u32 {
+pub(crate) fn segment_number(rel_path: &str) -> u32 {
     let name = rel_path.rsplit('/').next().unwrap_or("");
     name.split_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
 }

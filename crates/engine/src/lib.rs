@@ -22,4 +22,4 @@ pub use error::{EngineError, Result};
 pub use instance::{Connection, InstanceConfig};
 pub use progress::{Progress, Silent};
 pub use restore::{restore, RestoreOptions, RestoreSummary};
-pub use validate::{validate, ValidateSummary};
+pub use validate::{validate, validate_all, ValidateOptions, ValidateSummary, Validated};

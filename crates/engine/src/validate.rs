@@ -1,22 +1,34 @@
-//! Validate: reads every chunk of a backup back, decrypting and re-hashing it, and checks
-//! every file's length against its manifest.
+//! Validate: reads every chunk of a backup back, decrypting and re-hashing it, checks every
+//! file's length against its manifest and, when the cluster has checksums, every data page's
+//! checksum again. A damaged backup becomes CORRUPT (restore skips it); a DONE one becomes OK.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use cairn_repo::{RepoError, Repository};
+use cairn_pg::{page_lsn, relation_block, verify_page, Lsn, PageVerdict, BLCKSZ};
+use cairn_repo::{FileEntry, RepoError, Repository};
 
-use crate::catalog::{self, BackupStatus};
+use crate::catalog::{self, BackupInfo, BackupStatus};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::restore::entries_of;
+
+#[derive(Debug, Clone, Default)]
+pub struct ValidateOptions {
+    pub channels: usize,
+    /// Do not re-check data pages' checksums.
+    pub skip_block_validation: bool,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ValidateSummary {
     pub backup_id: String,
     pub files: u64,
     pub bytes: u64,
+    /// Data pages whose checksum was verified.
+    pub pages: u64,
     pub seconds: f64,
     pub status: BackupStatus,
 }
@@ -26,59 +38,179 @@ pub fn validate(
     repo: &Repository,
     instance: &str,
     id: Option<&str>,
-    channels: usize,
+    options: &ValidateOptions,
+    progress: &dyn Progress,
+) -> Result<ValidateSummary> {
+    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
+    let backup = catalog::find(repo, instance, id)?;
+    validate_backup(repo, &backup, options, progress)
+}
+
+/// The outcome of validating one of many backups.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validated {
+    pub instance: String,
+    pub backup_id: String,
+    pub status: BackupStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Validates every finished backup of `instance` (of every instance if `None`). Failures are
+/// reported per backup; the others go on.
+pub fn validate_all(
+    repo: &Repository,
+    instance: Option<&str>,
+    options: &ValidateOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Validated>> {
+    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
+    if let Some(name) = instance {
+        crate::instance::find(repo, name)?;
+    }
+    let mut out = Vec::new();
+    for backup in catalog::list(repo, instance)? {
+        let r = &backup.record;
+        if !matches!(r.status, BackupStatus::Ok | BackupStatus::Done | BackupStatus::Corrupt)
+            || !backup.has_files
+        {
+            continue;
+        }
+        let outcome = validate_backup(repo, &backup, options, progress);
+        out.push(Validated {
+            instance: r.instance.clone(),
+            backup_id: r.id.clone(),
+            status: outcome.as_ref().map_or(BackupStatus::Corrupt, |s| s.status),
+            error: outcome.err().map(|e| e.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+fn validate_backup(
+    repo: &Repository,
+    backup: &BackupInfo,
+    options: &ValidateOptions,
     progress: &dyn Progress,
 ) -> Result<ValidateSummary> {
     let started = Instant::now();
-    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
-    let backup = catalog::find(repo, instance, id)?;
-    let read = entries_of(repo, &backup).and_then(|entries| {
+    let check_pages = backup.record.checksums && !options.skip_block_validation;
+    let start_lsn = backup.record.start_lsn.unwrap_or_default();
+    let corrupt = Mutex::new(Vec::new());
+    let pages = std::sync::atomic::AtomicU64::new(0);
+    let read = entries_of(repo, backup).and_then(|entries| {
         progress.begin("validate", entries.iter().map(|e| e.size).sum());
-        let bytes = repo.restore_files(&entries, channels.max(1), |_| Ok(Counted { progress }))?;
+        let bytes = repo.restore_files(&entries, options.channels.max(1), |entry| {
+            let relation = check_pages && entry.meta.get("relation").is_some_and(|v| v == true);
+            Ok(Checked::new(entry, relation, start_lsn, progress, &corrupt, &pages))
+        })?;
         progress.end();
         Ok((entries, bytes))
     });
-    let (entries, bytes) = match read {
-        Ok(done) => done,
+    let damage = match &read {
         // Damage (not a passing I/O error) makes the backup CORRUPT, so restore skips it.
-        Err(EngineError::Repo(e @ (RepoError::Damaged { .. } | RepoError::Storage(_))))
-            if matches!(&e, RepoError::Damaged { .. })
-                || matches!(&e, RepoError::Storage(s) if s.is_not_found()) =>
-        {
-            let mut record = backup.record.clone();
-            record.status = BackupStatus::Corrupt;
-            record.error = Some(e.to_string());
-            catalog::rewrite(repo, &backup, &record)?;
-            return Err(e.into());
+        Err(EngineError::Repo(e @ RepoError::Damaged { .. })) => Some(e.to_string()),
+        Err(EngineError::Repo(RepoError::Storage(s))) if s.is_not_found() => Some(s.to_string()),
+        Err(_) => None,
+        Ok(_) => {
+            let bad = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
+            (!bad.is_empty()).then(|| format!("data pages fail their checksum: {}", bad.join(", ")))
         }
-        Err(e) => return Err(e),
     };
+    if let Some(reason) = damage {
+        let mut record = backup.record.clone();
+        record.status = BackupStatus::Corrupt;
+        record.error = Some(reason.clone());
+        catalog::rewrite(repo, backup, &record)?;
+        return Err(match read {
+            Err(e) => e,
+            Ok(_) => EngineError::CorruptPages(format!("backup {}: {reason}", backup.record.id)),
+        });
+    }
+    let (entries, bytes) = read?;
     let mut status = backup.record.status;
-    if status == BackupStatus::Done {
+    if matches!(status, BackupStatus::Done | BackupStatus::Corrupt) {
+        // Read back whole: OK (a backup once marked CORRUPT by a passing failure recovers).
         let mut record = backup.record.clone();
         record.status = BackupStatus::Ok;
-        catalog::rewrite(repo, &backup, &record)?;
+        record.error = None;
+        catalog::rewrite(repo, backup, &record)?;
         status = BackupStatus::Ok;
     }
     Ok(ValidateSummary {
-        backup_id: backup.record.id,
+        backup_id: backup.record.id.clone(),
         files: entries.len() as u64,
         bytes,
+        pages: pages.into_inner(),
         seconds: started.elapsed().as_secs_f64(),
         status,
     })
 }
 
-/// Discards what it is given, reporting progress.
-struct Counted<'p> {
-    progress: &'p dyn Progress,
+/// Takes a restored file's bytes, counting progress and, for relation files, verifying each
+/// page's checksum. A page that fails is corrupt unless it was written during the backup (its
+/// LSN at or after the start): those are rewritten by WAL replay.
+struct Checked<'a> {
+    progress: &'a dyn Progress,
+    relation: Option<(String, u32)>,
+    start_lsn: Lsn,
+    page: Vec<u8>,
+    block: u32,
+    corrupt: &'a Mutex<Vec<String>>,
+    pages: &'a std::sync::atomic::AtomicU64,
 }
 
-impl std::io::Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.progress.advance(buf.len() as u64);
-        Ok(buf.len())
+impl<'a> Checked<'a> {
+    fn new(
+        entry: &FileEntry,
+        relation: bool,
+        start_lsn: Lsn,
+        progress: &'a dyn Progress,
+        corrupt: &'a Mutex<Vec<String>>,
+        pages: &'a std::sync::atomic::AtomicU64,
+    ) -> Self {
+        let segment = crate::backup::segment_number(&entry.path);
+        Checked {
+            progress,
+            relation: relation.then(|| (entry.path.clone(), relation_block(segment, 0))),
+            start_lsn,
+            page: Vec::with_capacity(if relation { BLCKSZ } else { 0 }),
+            block: 0,
+            corrupt,
+            pages,
+        }
     }
+
+    fn check_page(&mut self) {
+        let Some((path, first)) = &self.relation else { return };
+        let block = first + self.block;
+        if let Ok(page) = <&[u8; BLCKSZ]>::try_from(self.page.as_slice()) {
+            let fine = matches!(verify_page(page, block), PageVerdict::Valid | PageVerdict::New);
+            if !fine && page_lsn(page) < self.start_lsn {
+                self.corrupt.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{path} block {block}"));
+            }
+            self.pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.page.clear();
+        self.block += 1;
+    }
+}
+
+impl std::io::Write for Checked<'_> {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        self.progress.advance(n as u64);
+        while self.relation.is_some() && !buf.is_empty() {
+            let take = (BLCKSZ - self.page.len()).min(buf.len());
+            self.page.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.page.len() == BLCKSZ {
+                self.check_page();
+            }
+        }
+        Ok(n)
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }

@@ -266,7 +266,22 @@ fn a_corrupt_page_fails_the_backup_naming_file_and_block() {
     assert_eq!(listed[0].record.status, BackupStatus::Error, "a failed backup is recorded as ERROR");
 
     let skipping = BackupOptions { skip_block_validation: true, ..options };
-    assert_eq!(backup(&repo, &skipping, &Silent).unwrap().record.status, BackupStatus::Ok);
+    let taken = backup(&repo, &skipping, &Silent).unwrap();
+    assert_eq!(taken.record.status, BackupStatus::Ok);
+
+    // validate re-checks every page it reads back: the corrupt one makes the backup CORRUPT.
+    let id = taken.record.id.clone();
+    let lenient = cairn_engine::ValidateOptions { channels: 2, skip_block_validation: true };
+    let read = cairn_engine::validate(&repo, "main", Some(&id), &lenient, &Silent).unwrap();
+    assert_eq!((read.status, read.pages), (BackupStatus::Ok, 0));
+    let strict = cairn_engine::ValidateOptions { channels: 2, skip_block_validation: false };
+    let err = cairn_engine::validate(&repo, "main", Some(&id), &strict, &Silent).unwrap_err();
+    assert!(err.to_string().contains(&format!("{file} block 3")), "{err}");
+    let listed = cairn_engine::catalog::list(&repo, Some("main")).unwrap();
+    assert_eq!(listed.last().unwrap().record.status, BackupStatus::Corrupt);
+    let all = cairn_engine::validate_all(&repo, None, &strict, &Silent).unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].status, BackupStatus::Corrupt);
 }
 
 /// Every file under `dir` with its content, for comparing trees.

@@ -1,9 +1,9 @@
 //! `cairn restore` and `cairn validate`.
 
 use cairn_engine::recovery::{Action, RecoveryOptions, Target, TimelineTarget};
-use cairn_engine::RestoreOptions;
+use cairn_engine::{RestoreOptions, ValidateOptions};
 
-use crate::cli::{Format, RecoveryArgs, RepoArgs, RestoreArgs, ValidateArgs};
+use crate::cli::{Format, RecoveryArgs, RepoArgs, RestoreArgs, TargetArgs, ValidateArgs};
 use crate::exit::usage;
 use crate::output;
 
@@ -41,41 +41,47 @@ pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<RecoveryOptions>> {
-    let r: &RecoveryArgs = &args.recovery;
-    let target = if let Some(t) = &r.recovery_target_time {
-        Target::Time(cairn_engine::recovery::parse_time(t).map_err(usage)?)
-    } else if let Some(x) = r.recovery_target_xid {
-        Target::Xid(x)
-    } else if let Some(l) = &r.recovery_target_lsn {
-        Target::Lsn(l.parse().map_err(|_| usage(format!("'{l}' is not an LSN (like 0/3000028)")))?)
-    } else if let Some(n) = &r.recovery_target_name {
-        Target::Name(n.clone())
-    } else if let Some(t) = &r.recovery_target {
-        if t == "immediate" {
-            Target::Immediate
-        } else {
-            Target::Latest
-        }
-    } else if r.restore_as_replica {
-        Target::Latest
-    } else if r.recovery_target_inclusive.is_some()
-        || r.recovery_target_timeline.is_some()
-        || r.recovery_target_action.is_some()
-    {
-        return Err(usage(
-            "--recovery-target-inclusive, -timeline and -action need a recovery target (--recovery-target-time, -xid, -lsn, -name, or --recovery-target=immediate|latest)",
-        ));
+/// The target and timeline given, if any.
+fn target_of(t: &TargetArgs) -> anyhow::Result<(Option<Target>, Option<TimelineTarget>)> {
+    let target = if let Some(time) = &t.recovery_target_time {
+        Some(Target::Time(cairn_engine::recovery::parse_time(time).map_err(usage)?))
+    } else if let Some(x) = t.recovery_target_xid {
+        Some(Target::Xid(x))
+    } else if let Some(l) = &t.recovery_target_lsn {
+        Some(Target::Lsn(l.parse().map_err(|_| usage(format!("'{l}' is not an LSN (like 0/3000028)")))?))
+    } else if let Some(n) = &t.recovery_target_name {
+        Some(Target::Name(n.clone()))
     } else {
-        return Ok(None);
+        t.recovery_target
+            .as_deref()
+            .map(|t| if t == "immediate" { Target::Immediate } else { Target::Latest })
     };
-    let timeline = match r.recovery_target_timeline.as_deref() {
+    let timeline = match t.recovery_target_timeline.as_deref() {
         None => None,
         Some("current") => Some(TimelineTarget::Current),
         Some("latest") => Some(TimelineTarget::Latest),
         Some(n) => Some(TimelineTarget::Id(n.parse().map_err(|_| {
             usage(format!("--recovery-target-timeline '{n}': give a timeline number, current or latest"))
         })?)),
+    };
+    Ok((target, timeline))
+}
+
+fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<RecoveryOptions>> {
+    let r: &RecoveryArgs = &args.recovery;
+    let (target, timeline) = target_of(&r.target)?;
+    let target = match target {
+        Some(t) => t,
+        None if r.restore_as_replica => Target::Latest,
+        None if r.recovery_target_inclusive.is_some()
+            || timeline.is_some()
+            || r.recovery_target_action.is_some() =>
+        {
+            return Err(usage(
+                "--recovery-target-inclusive, -timeline and -action need a recovery target (--recovery-target-time, -xid, -lsn, -name, or --recovery-target=immediate|latest)",
+            ));
+        }
+        None => return Ok(None),
     };
     let action = r.recovery_target_action.as_deref().map(|a| match a {
         "promote" => Action::Promote,
@@ -133,24 +139,84 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
+/// `cairn validate`: one backup, an instance's, or the whole repository's; with a recovery
+/// target, whether the instance can be restored to it.
 pub fn validate(format: Format, args: &ValidateArgs) -> anyhow::Result<()> {
+    let (target, timeline) = target_of(&args.target)?;
     let repo = super::open(&args.repo)?;
     let progress = crate::progress::renderer(args.progress, format);
-    let s = cairn_engine::validate(
-        &repo,
-        &args.instance,
-        args.backup_id.as_deref(),
-        args.threads as usize,
-        progress.as_ref(),
-    )?;
-    output::print(format, &s, || {
-        format!(
-            "backup {} is valid: {} file(s), {} read back in {:.1} s",
-            s.backup_id,
-            s.files,
-            output::bytes(s.bytes),
-            s.seconds
-        )
+    let options = ValidateOptions {
+        channels: args.threads as usize,
+        skip_block_validation: args.skip_block_validation,
+    };
+    if let Some(target) = target {
+        let instance = args.instance.as_deref().ok_or_else(|| usage("a recovery target needs --instance"))?;
+        let backups = cairn_engine::catalog::list(&repo, Some(instance))?;
+        let plan = cairn_engine::recovery::plan(
+            &repo,
+            instance,
+            &backups,
+            args.backup_id.as_deref(),
+            &target,
+            timeline,
+        )?;
+        let s = cairn_engine::validate(
+            &repo,
+            instance,
+            Some(&plan.backup.record.id),
+            &options,
+            progress.as_ref(),
+        )?;
+        let value = serde_json::json!({
+            "target": target.to_string(),
+            "restorable": true,
+            "backup_id": s.backup_id,
+            "expected_stop_lsn": plan.stop_lsn,
+            "backup": s,
+        });
+        output::print(format, &value, || {
+            format!(
+                "instance '{instance}' can be restored to {target}: backup {} is valid and the archive reaches the target{}",
+                s.backup_id,
+                plan.stop_lsn.map(|l| format!(" (replay ends near {l})")).unwrap_or_default()
+            )
+        });
+        return Ok(());
+    }
+    if let (Some(instance), Some(id)) = (&args.instance, &args.backup_id) {
+        let s = cairn_engine::validate(&repo, instance, Some(id), &options, progress.as_ref())?;
+        output::print(format, &s, || {
+            format!(
+                "backup {} is valid: {} file(s), {} and {} page checksum(s) read back in {:.1} s",
+                s.backup_id,
+                s.files,
+                output::bytes(s.bytes),
+                s.pages,
+                s.seconds
+            )
+        });
+        return Ok(());
+    }
+    let results = cairn_engine::validate_all(&repo, args.instance.as_deref(), &options, progress.as_ref())?;
+    output::print(format, &results, || {
+        let mut out = String::new();
+        for r in &results {
+            out += &match &r.error {
+                None => format!("{} backup {}: valid\n", r.instance, r.backup_id),
+                Some(e) => {
+                    let status = format!("{:?}", r.status).to_uppercase();
+                    format!("{} backup {}: {status}: {e}\n", r.instance, r.backup_id)
+                }
+            };
+        }
+        if results.is_empty() {
+            out += "no backup to validate\n";
+        }
+        out
     });
+    let bad = results.iter().filter(|r| r.error.is_some()).count();
+    if bad > 0 {
+        return Err(crate::exit::damaged(format!("{bad} of {} backup(s) failed validation", results.len())));
+    }
     Ok(())
 }
