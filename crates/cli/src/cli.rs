@@ -253,6 +253,11 @@ pub struct RestoreArgs {
     /// Restore into a non-empty directory, replacing its contents.
     #[arg(long)]
     pub force: bool,
+    /// Incremental restore into an existing data directory: none (the default: a full
+    /// restore), checksum (files compared chunk by chunk, only differences written), lsn (the
+    /// same as checksum, for now).
+    #[arg(short = 'I', long = "incremental-mode", value_parser = ["none", "checksum", "lsn"], default_value = "none", conflicts_with = "force")]
+    pub incremental_mode: String,
     #[command(flatten)]
     pub recovery: RecoveryArgs,
 }

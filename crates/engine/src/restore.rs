@@ -18,6 +18,9 @@ use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::recovery::{self, RecoveryOptions};
 
+mod delta;
+pub use delta::DeltaStats;
+
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub instance: String,
@@ -31,6 +34,9 @@ pub struct RestoreOptions {
     pub skip_external_dirs: bool,
     /// Restore into a non-empty target, removing what is there.
     pub force: bool,
+    /// Delta restore (`-I checksum`): into an existing data directory, writing only the parts
+    /// of files that differ from the backup and removing files the backup does not have.
+    pub delta: bool,
     /// Recover from the WAL archive to a target (without: to the backup's consistent point,
     /// from the WAL kept with the backup).
     pub recovery: Option<RecoveryOptions>,
@@ -43,6 +49,9 @@ pub struct RestoreSummary {
     pub files: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// Delta restore: bytes actually written, files left as they were, files removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaStats>,
     /// The recovery target written for the server, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_target: Option<String>,
@@ -84,19 +93,26 @@ pub fn restore(
     let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     // Tablespace and external directories are never emptied, even with --force: without a
     // mapping they are the source cluster's own directories.
-    for dir in places.other_roots() {
-        prepare_target(&dir, false).map_err(|e| match e {
+    for dir in places.other_roots().iter().filter(|_| !options.delta) {
+        prepare_target(dir, false).map_err(|e| match e {
             EngineError::Refused(reason) => EngineError::Refused(format!(
                 "{reason}; tablespaces and external directories are never overwritten: move them with -T or --external-mapping OLDDIR=NEWDIR"
             )),
             other => other,
         })?;
     }
-    prepare_target(&options.target, options.force)?;
+    if options.delta {
+        for dir in std::iter::once(options.target.clone()).chain(places.other_roots()) {
+            refuse_running_server(&dir)?;
+        }
+    } else {
+        prepare_target(&options.target, options.force)?;
+    }
 
     let entries = entries_of(repo, &backup)?;
     let mut files = Vec::new();
     let mut dirs = Vec::new();
+    let mut links = Vec::new();
     for entry in entries {
         // The tablespace links are made here, at their (remapped) places; a tablespace_map
         // would make the server relink them to the source's locations.
@@ -116,8 +132,13 @@ pub fn restore(
                     fs::create_dir_all(parent)
                         .map_err(|e| EngineError::io(format!("creating {}", parent.display()), e))?;
                 }
+                if options.delta && path.is_symlink() {
+                    fs::remove_file(&path)
+                        .map_err(|e| EngineError::io(format!("replacing {}", path.display()), e))?;
+                }
                 std::os::unix::fs::symlink(&target, &path)
                     .map_err(|e| EngineError::io(format!("linking {} to {target}", path.display()), e))?;
+                links.push(path);
             }
             EntryKind::File => files.push((path, entry)),
         }
@@ -149,8 +170,23 @@ pub fn restore(
             progress,
         })
     };
-    let bytes = repo.restore_files(&entries, options.channels.max(1), open)?
-        + repo.restore_files(&control, 1, open)?;
+    let (bytes, delta) = if options.delta {
+        let kept: std::collections::BTreeSet<PathBuf> = files
+            .iter()
+            .map(|(p, _)| p.clone())
+            .chain(dirs.iter().map(|(p, _)| p.clone()))
+            .chain(links.iter().cloned())
+            .collect();
+        let mut stats = delta::restore(repo, &files, options.channels.max(1), progress)?;
+        for root in std::iter::once(options.target.clone()).chain(places.other_roots()) {
+            stats.files_removed += delta::remove_extra(&root, &kept)?;
+        }
+        (stats.bytes_restored, Some(stats))
+    } else {
+        let bytes = repo.restore_files(&entries, options.channels.max(1), open)?
+            + repo.restore_files(&control, 1, open)?;
+        (bytes, None)
+    };
     progress.end();
     // Directory modes last (a read-only directory could not be filled), each flushed to disk
     // so that the files' names survive a crash too.
@@ -173,6 +209,7 @@ pub fn restore(
         files: files.len() as u64,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
+        delta,
         recovery_target: options.recovery.as_ref().map(|r| r.target.to_string()),
         expected_stop_lsn,
     })
@@ -213,15 +250,20 @@ impl Write for RestoredFile<'_> {
     }
 }
 
+fn refuse_running_server(dir: &Path) -> Result<()> {
+    match running_postmaster(dir) {
+        Some(pid) => Err(EngineError::Refused(format!(
+            "a PostgreSQL server (pid {pid}) is running in {}; stop it first",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a target where a server runs, or one that is not empty (unless `force`, which
 /// empties it). Creates it if missing, with the mode PostgreSQL insists on.
 fn prepare_target(dir: &Path, force: bool) -> Result<()> {
-    if let Some(pid) = running_postmaster(dir) {
-        return Err(EngineError::Refused(format!(
-            "a PostgreSQL server (pid {pid}) is running in {}; stop it first",
-            dir.display()
-        )));
-    }
+    refuse_running_server(dir)?;
     match fs::read_dir(dir) {
         Ok(mut listing) => {
             if listing.next().is_some() {

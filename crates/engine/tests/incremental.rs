@@ -115,4 +115,61 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
         let copy = PgCluster::from_data_dir(15, &target);
         assert_eq!(&state(&copy), expected, "backup {id}");
     }
+
+    // Delta restore: the newest backup over the full's restored (and since started) cluster
+    // writes little and gives exactly what a clean restore gives.
+    let (newest, expected) = points.last().unwrap().clone();
+    let over = work.path().join(format!("restore-{}", points[0].0));
+    let clean = work.path().join("clean");
+    let restore_into = |target: &Path, delta: bool| {
+        let options = RestoreOptions {
+            instance: "main".into(),
+            backup_id: Some(newest.clone()),
+            target: target.to_path_buf(),
+            channels: 2,
+            delta,
+            ..Default::default()
+        };
+        restore(&repo, &options, &Silent).unwrap()
+    };
+    let summary = restore_into(&over, true);
+    let stats = summary.delta.unwrap();
+    eprintln!(
+        "delta restore: wrote {} KiB of {} KiB, {} file(s) unchanged, {} removed",
+        stats.bytes_written >> 10,
+        stats.bytes_restored >> 10,
+        stats.files_unchanged,
+        stats.files_removed
+    );
+    assert!(stats.bytes_written * 5 < stats.bytes_restored, "{stats:?}");
+    assert!(stats.files_unchanged > 100 && stats.files_removed > 0, "{stats:?}");
+    restore_into(&clean, false);
+    assert!(tree(&over) == tree(&clean), "a delta restore differs from a clean one");
+    let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(work.path()).status().unwrap();
+    assert!(status.success());
+    let copy = PgCluster::from_data_dir(15, &over);
+    assert_eq!(state(&copy), expected);
+}
+
+/// Every file and link under `dir` with its content and mode.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode();
+            if p.is_symlink() {
+                out.insert(rel, (mode, std::fs::read_link(&p).unwrap().display().to_string().into_bytes()));
+            } else if p.is_dir() {
+                out.insert(rel, (mode, Vec::new()));
+                stack.push(p);
+            } else {
+                out.insert(rel, (mode, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
 }

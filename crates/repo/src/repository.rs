@@ -340,6 +340,22 @@ impl Repository {
         parser.finish(id)
     }
 
+    /// The ids and lengths of the chunks `source` would be cut into, without storing anything
+    /// (to compare a file on disk with a backed-up one).
+    pub fn chunk_ids(
+        &self,
+        source: &mut dyn std::io::Read,
+        kind: crate::ChunkerKind,
+    ) -> Result<Vec<(ChunkId, usize)>> {
+        let mut out = Vec::new();
+        crate::chunker::chunk_reader(source, kind, &self.config.chunker, &mut |chunk| {
+            out.push((self.crypto.chunk_id(&chunk), chunk.len()));
+            Ok(())
+        })
+        .map_err(|e| RepoError::io("reading a file to compare", e))?;
+        Ok(out)
+    }
+
     /// Where a chunk is, from the loaded index.
     pub fn locate(&self, chunk: &ChunkId) -> Result<Location> {
         self.index().get(chunk).ok_or_else(|| {

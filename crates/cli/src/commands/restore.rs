@@ -19,6 +19,7 @@ pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
         external_mapping: args.external_mapping.clone(),
         skip_external_dirs: args.skip_external_dirs,
         force: args.force,
+        delta: args.incremental_mode != "none",
         recovery,
     };
     let progress = crate::progress::renderer(args.progress, format);
@@ -28,8 +29,16 @@ pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
             Some(target) => format!("it replays the archive to {target}"),
             None => "it recovers to the backup's consistent point".into(),
         };
+        let delta = s.delta.as_ref().map_or(String::new(), |d| {
+            format!(
+                "\n  delta: wrote {}, {} file(s) unchanged, {} removed",
+                output::bytes(d.bytes_written),
+                d.files_unchanged,
+                d.files_removed
+            )
+        });
         format!(
-            "restored backup {} into {}: {} file(s), {} in {:.1} s ({}/s)\nstart the server on it; {then}",
+            "restored backup {} into {}: {} file(s), {} in {:.1} s ({}/s){delta}\nstart the server on it; {then}",
             s.backup_id,
             s.target,
             s.files,
