@@ -29,16 +29,19 @@ pub struct DeltaStats {
     pub files_removed: u64,
 }
 
-/// Brings every file of `files` (target path, entry) to the backup's content; pg_control last.
+/// A file to restore: where it goes, and what it must hold.
+type Target = (PathBuf, FileEntry);
+
+/// Brings every file of `files` to the backup's content; pg_control last.
 pub fn restore(
     repo: &Repository,
-    files: &[(PathBuf, FileEntry)],
+    files: &[Target],
     channels: usize,
     progress: &dyn Progress,
 ) -> Result<DeltaStats> {
     let written = AtomicU64::new(0);
     let unchanged = AtomicU64::new(0);
-    let (control, rest): (Vec<&(PathBuf, FileEntry)>, Vec<&(PathBuf, FileEntry)>) =
+    let (control, rest): (Vec<&Target>, Vec<&Target>) =
         files.iter().partition(|(_, e)| e.path == "global/pg_control");
     for (batch, threads) in [(rest, channels), (control, 1)] {
         cairn_repo::parallel_map(&batch, threads, |(path, entry)| {
