@@ -284,26 +284,6 @@ fn a_corrupt_page_fails_the_backup_naming_file_and_block() {
     assert_eq!(all[0].status, BackupStatus::Corrupt);
 }
 
-/// Every file under `dir` with its content, for comparing trees.
-fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            if p.is_symlink() {
-                out.insert(rel, std::fs::read_link(&p).unwrap().display().to_string().into_bytes());
-            } else if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn four_channels_give_the_same_backup_and_restore_as_one() {
     let cluster = PgCluster::start_with(15, cairn_testkit::PgOptions::new().setting("autovacuum", "off"));
@@ -344,7 +324,7 @@ fn four_channels_give_the_same_backup_and_restore_as_one() {
             ..Default::default()
         };
         restore(&repo, &options, &Silent).unwrap();
-        restored.push(tree(&target));
+        restored.push(cairn_testkit::file_tree(&target));
     }
     assert_eq!(restored[0].len(), restored[1].len());
     assert!(restored[0] == restored[1], "restores with 1 and 4 channels differ");

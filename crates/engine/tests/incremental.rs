@@ -144,32 +144,12 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
     assert!(stats.bytes_written * 5 < stats.bytes_restored, "{stats:?}");
     assert!(stats.files_unchanged > 100 && stats.files_removed > 0, "{stats:?}");
     restore_into(&clean, false);
-    assert!(tree(&over) == tree(&clean), "a delta restore differs from a clean one");
+    assert!(
+        cairn_testkit::file_tree(&over) == cairn_testkit::file_tree(&clean),
+        "a delta restore differs from a clean one"
+    );
     let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(work.path()).status().unwrap();
     assert!(status.success());
     let copy = PgCluster::from_data_dir(15, &over);
     assert_eq!(state(&copy), expected);
-}
-
-/// Every file and link under `dir` with its content and mode.
-fn tree(dir: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode();
-            if p.is_symlink() {
-                out.insert(rel, (mode, std::fs::read_link(&p).unwrap().display().to_string().into_bytes()));
-            } else if p.is_dir() {
-                out.insert(rel, (mode, Vec::new()));
-                stack.push(p);
-            } else {
-                out.insert(rel, (mode, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
 }
