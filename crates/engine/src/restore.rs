@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -156,20 +155,23 @@ pub fn restore(
     // pg_control last: a directory left by a failed restore must not look startable.
     let (control, entries): (Vec<FileEntry>, Vec<FileEntry>) =
         files.iter().map(|(_, e)| e.clone()).partition(|e| e.path == "global/pg_control");
-    let open = |entry: &FileEntry| {
+    let create = |entry: &FileEntry| {
         let path = paths[entry.path.as_str()];
-        let file = OpenOptions::new()
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(entry.mode & 0o7777)
             .open(path)
-            .map_err(|e| cairn_repo::RepoError::io(format!("creating {}", path.display()), e))?;
-        Ok(RestoredFile {
-            out: BufWriter::with_capacity(1 << 20, file),
-            entry_mtime: entry.mtime_ns,
-            progress,
-        })
+            .map_err(|e| cairn_repo::RepoError::io(format!("creating {}", path.display()), e))
     };
+    // Each file gets its time and is flushed to disk once whole.
+    let finish = |entry: &FileEntry, file: &File| {
+        let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
+        file.set_modified(mtime)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| cairn_repo::RepoError::io(format!("finishing {}", entry.path), e))
+    };
+    let advance = |n: u64| progress.advance(n);
     let (bytes, delta) = if options.delta {
         let kept: std::collections::BTreeSet<PathBuf> = files
             .iter()
@@ -183,8 +185,8 @@ pub fn restore(
         }
         (stats.bytes_restored, Some(stats))
     } else {
-        let bytes = repo.restore_files(&entries, options.channels.max(1), open)?
-            + repo.restore_files(&control, 1, open)?;
+        let bytes = repo.write_files(&entries, options.channels.max(1), create, finish, advance)?
+            + repo.write_files(&control, 1, create, finish, advance)?;
         (bytes, None)
     };
     progress.end();
@@ -225,29 +227,6 @@ pub fn entries_of(repo: &Repository, backup: &BackupInfo) -> Result<Vec<FileEntr
         Ok(())
     })?;
     Ok(entries)
-}
-
-/// A restored file: written through a buffer, then given its time and flushed to disk.
-struct RestoredFile<'p> {
-    out: BufWriter<File>,
-    entry_mtime: i64,
-    progress: &'p dyn Progress,
-}
-
-impl Write for RestoredFile<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        let file = self.out.get_ref();
-        let mtime = UNIX_EPOCH + Duration::from_nanos(self.entry_mtime.max(0) as u64);
-        file.set_modified(mtime)?;
-        file.sync_all()
-    }
 }
 
 fn refuse_running_server(dir: &Path) -> Result<()> {

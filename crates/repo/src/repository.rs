@@ -379,36 +379,12 @@ impl Repository {
     /// Writes the content of `chunks` to `out`, in order. Neighbouring blobs of one pack are
     /// fetched with a single ranged read.
     pub fn restore_file(&self, chunks: &[ChunkId], out: &mut dyn Write) -> Result<u64> {
-        const MAX_RUN: u64 = 16 << 20;
-        let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
         let mut written = 0u64;
-        let mut i = 0;
-        while i < locations.len() {
-            let first = &locations[i];
-            let start = first.blob.offset as u64;
-            let mut end = start + first.blob.stored_len as u64;
-            let mut j = i + 1;
-            while j < locations.len()
-                && locations[j].pack == first.pack
-                && locations[j].blob.offset as u64 == end
-                && end - start < MAX_RUN
-            {
-                end += locations[j].blob.stored_len as u64;
-                j += 1;
-            }
-            let path = layout::path(Kind::Pack, &first.pack);
-            let run = self.storage.get_range(&path, start..end)?;
-            for loc in &locations[i..j] {
-                let b = &loc.blob;
-                let at = (b.offset as u64 - start) as usize;
-                let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize]).map_err(
-                    |reason| RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason),
-                )?;
-                out.write_all(&chunk).map_err(|e| RepoError::io("writing restored data", e))?;
-                written += chunk.len() as u64;
-            }
-            i = j;
-        }
+        self.for_each_chunk(chunks, &mut |chunk| {
+            out.write_all(chunk).map_err(|e| RepoError::io("writing restored data", e))?;
+            written += chunk.len() as u64;
+            Ok(())
+        })?;
         Ok(written)
     }
 
@@ -434,6 +410,131 @@ impl Repository {
             Ok(n)
         })?;
         Ok(written.iter().sum())
+    }
+}
+
+/// Restoring files in pieces, many at once: each piece a run of chunks written at its place.
+impl Repository {
+    /// Writes the content of `entries` into files, splitting large files into pieces of about
+    /// 16 MiB restored in parallel on `channels` threads (positional writes), so one large
+    /// file does not leave the other threads idle. `create` makes an entry's file (called once,
+    /// by the first piece to start); `finish` is called once its last piece is written. Files
+    /// are taken in order, so few are open at a time. Returns the bytes written.
+    pub fn write_files(
+        &self,
+        entries: &[FileEntry],
+        channels: usize,
+        create: impl Fn(&FileEntry) -> Result<std::fs::File> + Sync,
+        finish: impl Fn(&FileEntry, &std::fs::File) -> Result<()> + Sync,
+        written: impl Fn(u64) + Sync,
+    ) -> Result<u64> {
+        const PIECE: u64 = 16 << 20;
+        struct Piece {
+            file: usize,
+            chunks: std::ops::Range<usize>,
+            offset: u64,
+        }
+        struct Open {
+            file: Option<std::sync::Arc<std::fs::File>>,
+            pieces_left: usize,
+        }
+        let mut pieces = Vec::new();
+        let mut state = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let mut start = 0;
+            let mut offset = 0u64;
+            let mut size = 0u64;
+            let mut count = 0;
+            for (j, chunk) in entry.chunks.iter().enumerate() {
+                size += u64::from(self.locate(chunk)?.blob.raw_len);
+                if size >= PIECE || j + 1 == entry.chunks.len() {
+                    pieces.push(Piece { file: i, chunks: start..j + 1, offset });
+                    offset += size;
+                    start = j + 1;
+                    size = 0;
+                    count += 1;
+                }
+            }
+            if entry.chunks.is_empty() {
+                pieces.push(Piece { file: i, chunks: 0..0, offset: 0 });
+                count = 1;
+            }
+            if offset != entry.size {
+                return Err(RepoError::damaged(
+                    "manifest",
+                    entry.path.clone(),
+                    format!("its chunks hold {offset} bytes, the entry says {}", entry.size),
+                ));
+            }
+            state.push(std::sync::Mutex::new(Open { file: None, pieces_left: count }));
+        }
+        let lock = |i: usize| state[i].lock().unwrap_or_else(|e| e.into_inner());
+        let done = parallel_map(&pieces, channels, |piece| {
+            let entry = &entries[piece.file];
+            let file = {
+                let mut open = lock(piece.file);
+                match &open.file {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = std::sync::Arc::new(create(entry)?);
+                        open.file = Some(f.clone());
+                        f
+                    }
+                }
+            };
+            let mut at = piece.offset;
+            self.for_each_chunk(&entry.chunks[piece.chunks.clone()], &mut |data| {
+                std::os::unix::fs::FileExt::write_all_at(file.as_ref(), data, at)
+                    .map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
+                at += data.len() as u64;
+                written(data.len() as u64);
+                Ok(())
+            })?;
+            let last = {
+                let mut open = lock(piece.file);
+                open.pieces_left -= 1;
+                (open.pieces_left == 0).then(|| open.file.take()).flatten()
+            };
+            if let Some(file) = last {
+                finish(entry, &file)?;
+            }
+            Ok::<_, RepoError>(at - piece.offset)
+        })?;
+        Ok(done.iter().sum())
+    }
+
+    /// Calls `each` with the content of `chunks`, in order; neighbouring blobs of one pack are
+    /// fetched with a single ranged read.
+    fn for_each_chunk(&self, chunks: &[ChunkId], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        const MAX_RUN: u64 = 16 << 20;
+        let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        let mut i = 0;
+        while i < locations.len() {
+            let first = &locations[i];
+            let start = first.blob.offset as u64;
+            let mut end = start + first.blob.stored_len as u64;
+            let mut j = i + 1;
+            while j < locations.len()
+                && locations[j].pack == first.pack
+                && locations[j].blob.offset as u64 == end
+                && end - start < MAX_RUN
+            {
+                end += locations[j].blob.stored_len as u64;
+                j += 1;
+            }
+            let path = layout::path(Kind::Pack, &first.pack);
+            let run = self.storage.get_range(&path, start..end)?;
+            for loc in &locations[i..j] {
+                let b = &loc.blob;
+                let at = (b.offset as u64 - start) as usize;
+                let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize]).map_err(
+                    |reason| RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason),
+                )?;
+                each(&chunk)?;
+            }
+            i = j;
+        }
+        Ok(())
     }
 }
 
