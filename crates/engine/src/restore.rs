@@ -164,11 +164,10 @@ pub fn restore(
             .open(path)
             .map_err(|e| cairn_repo::RepoError::io(format!("creating {}", path.display()), e))
     };
-    // Each file gets its time and is flushed to disk once whole.
+    // Each file gets its time once whole.
     let finish = |entry: &FileEntry, file: &File| {
         let mtime = UNIX_EPOCH + Duration::from_nanos(entry.mtime_ns.max(0) as u64);
         file.set_modified(mtime)
-            .and_then(|()| file.sync_all())
             .map_err(|e| cairn_repo::RepoError::io(format!("finishing {}", entry.path), e))
     };
     let advance = |n: u64| progress.advance(n);
@@ -185,9 +184,20 @@ pub fn restore(
         }
         (stats.bytes_restored, Some(stats))
     } else {
-        let bytes = repo.write_files(&entries, options.channels.max(1), create, finish, advance)?
-            + repo.write_files(&control, 1, create, finish, advance)?;
-        (bytes, None)
+        let bytes = repo.write_files(&entries, options.channels.max(1), create, finish, advance)?;
+        // Everything on disk before pg_control is: a restore cut short never looks startable.
+        // Flushing is waiting on the disk, not work: many at once, after the copy.
+        let written: Vec<&Path> = entries.iter().map(|e| paths[e.path.as_str()]).collect();
+        cairn_repo::parallel_map(&written, 16, |path| {
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| EngineError::io(format!("flushing {}", path.display()), e))
+        })?;
+        let control_sync = |entry: &FileEntry, file: &File| {
+            finish(entry, file)?;
+            file.sync_all().map_err(|e| cairn_repo::RepoError::io(format!("flushing {}", entry.path), e))
+        };
+        (bytes + repo.write_files(&control, 1, create, control_sync, advance)?, None)
     };
     progress.end();
     // Directory modes last (a read-only directory could not be filled), each flushed to disk
