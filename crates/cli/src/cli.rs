@@ -96,6 +96,17 @@ pub enum Command {
     SetBackup(SetBackupArgs),
 }
 
+/// Compression of what a command stores, when not the instance's or the repository's default.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CompressionArgs {
+    /// zstd, lz4 or none.
+    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
+    pub compress_algorithm: Option<String>,
+    /// Level (zstd: -7 to 22); needs --compress-algorithm.
+    #[arg(long, allow_hyphen_values = true)]
+    pub compress_level: Option<i32>,
+}
+
 /// How to reach the database server (gs_probackup's names; `PG*` variables otherwise).
 #[derive(Debug, Args, Default)]
 pub struct ConnectionArgs {
@@ -154,10 +165,8 @@ pub struct SetConfigArgs {
     pub external_dirs: Option<Vec<String>>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
-    pub compress_algorithm: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
-    pub compress_level: Option<i32>,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
     #[command(flatten)]
     pub backup_retention: BackupRetentionArgs,
     /// Keep point-in-time recovery from the newest N backups (0: from all).
@@ -190,10 +199,8 @@ pub struct BackupArgs {
     /// Spread the starting checkpoint over time instead of a fast checkpoint.
     #[arg(short = 'C', long = "smooth-checkpoint")]
     pub smooth_checkpoint: bool,
-    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
-    pub compress_algorithm: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
-    pub compress_level: Option<i32>,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
     /// Do not read the backup back after taking it (status DONE instead of OK).
     #[arg(long)]
     pub no_validate: bool,
@@ -339,11 +346,8 @@ pub struct ArchivePushArgs {
     pub wal_path: PathBuf,
     /// Its name (%f); by default the last component of the path.
     pub wal_name: Option<String>,
-    /// Compression (default: the repository's).
-    #[arg(long, value_parser = ["zstd", "lz4", "none"])]
-    pub compress_algorithm: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
-    pub compress_level: Option<i32>,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
     /// Hand the file to a background worker that pushes every file the server has ready,
     /// several at a time, and return once this one is stored.
     #[arg(long = "async")]

@@ -32,6 +32,10 @@ fn file_name(instance: &str, wal_file: &WalFileName) -> String {
     format!("{}{wal_file}", prefix(instance))
 }
 
+fn identity_name(instance: &str) -> String {
+    format!("{}{IDENTITY}", prefix(instance))
+}
+
 /// What every segment of an archive must agree on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -39,6 +43,12 @@ pub struct Identity {
     /// XLOG_PAGE_MAGIC: the WAL format, which changes with the server's major version.
     pub page_magic: u16,
     pub segment_size: u32,
+}
+
+impl Identity {
+    pub fn segment_size(&self) -> Result<WalSegmentSize> {
+        WalSegmentSize::new(u64::from(self.segment_size)).map_err(|e| EngineError::Invalid(e.to_string()))
+    }
 }
 
 /// A segment's summary, kept as the named file's attributes (docs/format.md §10).
@@ -116,7 +126,7 @@ pub fn push(
         }
         WalFileName::History(_) | WalFileName::Backup { .. } => {
             // No header to check; still, only into the archive of an instance that exists.
-            if repo.file_header(&format!("{}{IDENTITY}", prefix(instance)))?.is_none() {
+            if repo.file_header(&identity_name(instance))?.is_none() {
                 instance::find(repo, instance)?;
             }
             serde_json::json!({})
@@ -156,7 +166,7 @@ fn check_identity(
             found.segment_size
         )));
     }
-    let identity_name = format!("{}{IDENTITY}", prefix(instance));
+    let identity_name = identity_name(instance);
     let expected = match repo.get_file(&identity_name)? {
         Some((_, bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
             EngineError::Invalid(format!("the archive identity {identity_name} is unreadable: {e}"))
@@ -247,8 +257,7 @@ pub fn prefetch(repo: &Repository, instance: &str, name: &str, dest: &Path, coun
     let Ok(WalFileName::Segment(segment)) = name.parse::<WalFileName>() else { return Ok(0) };
     let dir = prefetch_dir(dest);
     let Some(_claim) = WorkerClaim::acquire(&dir, PREFETCH_PID)? else { return Ok(0) };
-    let size = WalSegmentSize::new(u64::from(identity(repo, instance)?.segment_size))
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let size = identity(repo, instance)?.segment_size()?;
     let mut wanted = Vec::new();
     let mut next = segment;
     for _ in 0..count {
@@ -265,7 +274,7 @@ pub fn prefetch(repo: &Repository, instance: &str, name: &str, dest: &Path, coun
 }
 
 pub fn identity(repo: &Repository, instance: &str) -> Result<Identity> {
-    let name = format!("{}{IDENTITY}", prefix(instance));
+    let name = identity_name(instance);
     let (_, bytes) = repo
         .get_file(&name)?
         .ok_or_else(|| EngineError::Invalid(format!("instance '{instance}' has no WAL archive yet")))?;
@@ -289,23 +298,44 @@ fn fetch(repo: &Repository, name: &str, dest: &Path) -> Result<bool> {
 /// The archived WAL files of an instance, by kind.
 #[derive(Debug, Default)]
 pub struct ArchiveListing {
+    /// Every WAL file, whatever its kind.
+    pub files: Vec<WalFileName>,
     pub segments: BTreeMap<TimelineId, Vec<WalSegmentName>>,
     pub partials: Vec<WalSegmentName>,
     pub histories: Vec<TimelineId>,
+}
+
+impl ArchiveListing {
+    /// Whether `segment` is archived (each timeline's segments are in order).
+    pub fn contains(&self, segment: &WalSegmentName) -> bool {
+        self.segments.get(&segment.timeline()).is_some_and(|v| v.binary_search(segment).is_ok())
+    }
 }
 
 pub fn list(repo: &Repository, instance: &str) -> Result<ArchiveListing> {
     let mut out = ArchiveListing::default();
     let prefix = prefix(instance);
     for name in repo.list_files(&prefix)? {
-        match name[prefix.len()..].parse::<WalFileName>() {
-            Ok(WalFileName::Segment(s)) => out.segments.entry(s.timeline()).or_default().push(s),
-            Ok(WalFileName::Partial(s)) => out.partials.push(s),
-            Ok(WalFileName::History(t)) => out.histories.push(t),
-            _ => {}
+        let Ok(file) = name[prefix.len()..].parse::<WalFileName>() else { continue };
+        match file {
+            WalFileName::Segment(s) => out.segments.entry(s.timeline()).or_default().push(s),
+            WalFileName::Partial(s) => out.partials.push(s),
+            WalFileName::History(t) => out.histories.push(t),
+            WalFileName::Backup { .. } => {}
         }
+        out.files.push(file);
     }
     Ok(out)
+}
+
+/// A segment's summary, read from its header alone; `None` if the segment is not archived.
+pub(crate) fn segment_attrs(
+    repo: &Repository,
+    instance: &str,
+    segment: &WalSegmentName,
+) -> Result<Option<SegmentAttrs>> {
+    let header = repo.file_header(&file_name(instance, &WalFileName::Segment(*segment)))?;
+    Ok(header.map(|h| serde_json::from_value(h.attrs).unwrap_or_default()))
 }
 
 /// Removes an instance's whole WAL archive.
@@ -336,8 +366,7 @@ pub struct TimelineReport {
 /// segments).
 pub fn timelines(repo: &Repository, instance: &str, listing: &ArchiveListing) -> Result<Vec<TimelineReport>> {
     let Ok(identity) = identity(repo, instance) else { return Ok(Vec::new()) };
-    let size = WalSegmentSize::new(u64::from(identity.segment_size))
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let size = identity.segment_size()?;
     let mut out = Vec::new();
     for (timeline, segments) in &listing.segments {
         let (Some(first), Some(last)) = (segments.first(), segments.last()) else { continue };
@@ -351,10 +380,7 @@ pub fn timelines(repo: &Repository, instance: &str, listing: &ArchiveListing) ->
                 gaps.push((name(a + 1), name(b - 1)));
             }
         }
-        let attrs = |s: &WalSegmentName| -> Result<SegmentAttrs> {
-            let header = repo.file_header(&file_name(instance, &WalFileName::Segment(*s)))?;
-            Ok(header.and_then(|h| serde_json::from_value(h.attrs).ok()).unwrap_or_default())
-        };
+        let attrs = |s: &WalSegmentName| segment_attrs(repo, instance, s).map(Option::unwrap_or_default);
         out.push(TimelineReport {
             timeline: *timeline,
             first_segment: *first,
@@ -395,6 +421,7 @@ pub fn report(repo: &Repository, instance: &str) -> Result<ArchiveReport> {
             let plan = crate::recovery::plan(
                 repo,
                 instance,
+                &listing,
                 &backups,
                 Some(&b.record.id),
                 &crate::recovery::Target::Latest,
@@ -445,7 +472,7 @@ pub fn restore_wal(
     let size = recovery::segment_size(repo, instance)?;
     let target = timeline.unwrap_or_else(|| recovery::latest_timeline(&listing));
     let lineage = recovery::lineage(repo, instance, target)?;
-    let present = |s: &WalSegmentName| listing.segments.get(&s.timeline()).is_some_and(|v| v.contains(s));
+    let present = |s: &WalSegmentName| listing.contains(s);
     let numbers = listing.segments.values().flatten().filter_map(|s| s.segment_number(size).ok());
     let (Some(lowest), Some(highest)) = (numbers.clone().min(), numbers.max()) else {
         return Err(EngineError::Refused(format!("instance '{instance}' has no archived WAL")));
@@ -457,7 +484,7 @@ pub fn restore_wal(
                 .map(|n| recovery::segment_on_lineage(&lineage, n, size))
                 .filter(|s| present(s))
                 .collect();
-            let attrs = cairn_repo::parallel_map(&on, 8, |s| recovery::attrs_of(repo, instance, s))?;
+            let attrs = cairn_repo::parallel_map(&on, 8, |s| segment_attrs(repo, instance, s))?;
             let reaching = |t: DateTime<Utc>| {
                 on.iter()
                     .zip(&attrs)
@@ -562,8 +589,7 @@ pub fn delete_wal(
     let mut done =
         WalDeletion { instance: instance.into(), kept_from_lsn: None, deleted: Vec::new(), kept: 0, dry_run };
     let Ok(identity) = identity(repo, instance) else { return Ok(done) };
-    let size = WalSegmentSize::new(u64::from(identity.segment_size))
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let size = identity.segment_size()?;
     let starts: Vec<(u64, DateTime<Utc>)> = backups
         .iter()
         .filter(|b| b.record.status.is_restorable() && b.has_files)
@@ -573,10 +599,7 @@ pub fn delete_wal(
     let last_commits = match policy.keep_days {
         Some(_) => cairn_repo::parallel_map(&segments, 8, |s| {
             let n = s.segment_number(size).unwrap_or(0);
-            Ok::<_, EngineError>((
-                n,
-                crate::recovery::attrs_of(repo, instance, s)?.and_then(|a| a.last_commit),
-            ))
+            Ok::<_, EngineError>((n, segment_attrs(repo, instance, s)?.and_then(|a| a.last_commit)))
         })?,
         None => Vec::new(),
     };
@@ -585,8 +608,7 @@ pub fn delete_wal(
         return Ok(done);
     };
     done.kept_from_lsn = Some(Lsn(cutoff * u64::from(size.bytes())));
-    for name in repo.list_files(&prefix(instance))? {
-        let Ok(wal_file) = name[prefix(instance).len()..].parse::<WalFileName>() else { continue };
+    for wal_file in &listing.files {
         let segno = match wal_file {
             WalFileName::History(_) => None,
             other => other.segment().and_then(|s| s.segment_number(size).ok()),
@@ -594,7 +616,7 @@ pub fn delete_wal(
         match segno {
             Some(n) if n < cutoff => {
                 if !dry_run {
-                    repo.delete_file(&name)?;
+                    repo.delete_file(&file_name(instance, wal_file))?;
                 }
                 done.deleted.push(wal_file.to_string());
             }

@@ -303,6 +303,7 @@ struct Parent {
 }
 
 impl Parent {
+    /// The writer has loaded the index already.
     fn load(repo: &Repository, backup: &catalog::BackupInfo) -> Result<Parent> {
         let files = crate::restore::entries_of(repo, backup)?
             .into_iter()
@@ -556,7 +557,7 @@ impl Copier<'_> {
                 Err(e) => return Err(EngineError::io(format!("reading {}", path.display()), e)),
             };
             let (chunks, size) = if entry.is_relation_file {
-                let segment = segment_number(&entry.rel_path);
+                let segment = entry.relation().map_or(0, |r| r.segment);
                 let mut reader = PageChecked::new(file, &entry.rel_path, segment, self);
                 self.writer.store(&mut reader, ChunkerKind::Fixed)?
             } else {
@@ -571,12 +572,6 @@ impl Copier<'_> {
         self.writer.add_entry(&file_entry)?;
         Ok(())
     }
-}
-
-/// `16384.3` is segment 3 of its relation.
-pub(crate) fn segment_number(rel_path: &str) -> u32 {
-    let name = rel_path.rsplit('/').next().unwrap_or("");
-    name.split_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
 }
 
 struct Counting<'p> {

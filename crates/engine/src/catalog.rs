@@ -198,6 +198,15 @@ pub fn list(repo: &Repository, instance: Option<&str>) -> Result<Vec<BackupInfo>
     Ok(out)
 }
 
+/// Removes a backup's manifest (and any duplicates a crash left); its data goes at the next
+/// prune.
+pub fn delete(repo: &Repository, backup: &BackupInfo) -> Result<()> {
+    for manifest in std::iter::once(&backup.manifest).chain(&backup.duplicates) {
+        repo.delete_manifest(manifest)?;
+    }
+    Ok(())
+}
+
 /// Stores `record` as the metadata of `backup`'s manifest (a status change).
 pub fn rewrite(repo: &Repository, backup: &BackupInfo, record: &BackupRecord) -> Result<Id> {
     let meta = serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))?;

@@ -133,9 +133,7 @@ pub fn delete(repo: &Repository, name: &str) -> Result<usize> {
     let (id, _) = find(repo, name)?;
     let backups = crate::catalog::list(repo, Some(name))?;
     for b in &backups {
-        for manifest in std::iter::once(&b.manifest).chain(&b.duplicates) {
-            repo.delete_manifest(manifest)?;
-        }
+        crate::catalog::delete(repo, b)?;
     }
     repo.delete_manifest(&id)?;
     crate::archive::delete_all(repo, name)?;

@@ -80,9 +80,7 @@ pub fn delete(
         };
         for (backup, reason) in chosen {
             if !dry_run {
-                for manifest in std::iter::once(&backup.manifest).chain(&backup.duplicates) {
-                    repo.delete_manifest(manifest)?;
-                }
+                catalog::delete(repo, backup)?;
             }
             summary.deleted.push(Deleted { id: backup.record.id.clone(), reason });
         }

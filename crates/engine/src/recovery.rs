@@ -14,7 +14,7 @@ use cairn_pg::wal::parse_history;
 use cairn_pg::{Flavor, Lsn, TimelineId, WalFileName, WalSegmentName, WalSegmentSize};
 use cairn_repo::Repository;
 
-use crate::archive::{self, ArchiveListing, SegmentAttrs};
+use crate::archive::{self, ArchiveListing};
 use crate::catalog::BackupInfo;
 use crate::error::{EngineError, Result};
 
@@ -123,12 +123,12 @@ pub struct Plan {
 pub fn plan(
     repo: &Repository,
     instance: &str,
+    listing: &ArchiveListing,
     backups: &[BackupInfo],
     chosen: Option<&str>,
     target: &Target,
     timeline: Option<TimelineTarget>,
 ) -> Result<Plan> {
-    let listing = archive::list(repo, instance)?;
     let usable: Vec<&BackupInfo> =
         backups.iter().filter(|b| b.record.status.is_restorable() && b.has_files).collect();
     if let Some(id) = chosen {
@@ -144,12 +144,12 @@ pub fn plan(
     let target_timeline = match timeline.unwrap_or(TimelineTarget::Latest) {
         TimelineTarget::Id(t) => t,
         TimelineTarget::Current => timeline_of(newest)?,
-        TimelineTarget::Latest => latest_timeline(&listing).max(timeline_of(newest)?),
+        TimelineTarget::Latest => latest_timeline(listing).max(timeline_of(newest)?),
     };
     let lineage = lineage(repo, instance, target_timeline)?;
     let size = segment_size(repo, instance)?;
     let restore_point = match target {
-        Target::Name(name) => Some(find_restore_point(repo, instance, &listing, &lineage, size, name)?),
+        Target::Name(name) => Some(find_restore_point(repo, instance, listing, &lineage, size, name)?),
         _ => None,
     };
 
@@ -195,7 +195,7 @@ pub fn plan(
         Target::Name(_) => restore_point.map(|rp| rp.lsn),
         Target::Time(_) | Target::Xid(_) | Target::Latest => None,
     };
-    let reached = walk_archive(repo, instance, &listing, &lineage, size, stop, end, target)?;
+    let reached = walk_archive(repo, instance, listing, &lineage, size, stop, end, target)?;
     Ok(Plan { backup: backup.clone(), lineage, stop_lsn: reached })
 }
 
@@ -215,7 +215,7 @@ pub(crate) fn segment_size(repo: &Repository, instance: &str) -> Result<WalSegme
              or restore without a recovery target to the backup's consistent point"
         ))
     })?;
-    WalSegmentSize::new(u64::from(identity.segment_size)).map_err(|e| EngineError::Invalid(e.to_string()))
+    identity.segment_size()
 }
 
 /// The timelines leading to `target`, each with the LSN where it begins, from its history
@@ -277,18 +277,6 @@ pub(crate) fn segment_on_lineage(
     WalSegmentName::from_lsn(tli, Lsn(n.saturating_mul(u64::from(size.bytes()))), size)
 }
 
-pub(crate) fn attrs_of(
-    repo: &Repository,
-    instance: &str,
-    segment: &WalSegmentName,
-) -> Result<Option<SegmentAttrs>> {
-    let name = format!("{}{segment}", archive::prefix(instance));
-    Ok(match repo.file_header(&name)? {
-        Some(h) => Some(serde_json::from_value(h.attrs).unwrap_or_default()),
-        None => None,
-    })
-}
-
 /// Walks the archive from the backup's stop along the lineage until `end` (or, for time and
 /// xid targets, until the segment holding the target), refusing at a gap. Returns where replay
 /// is expected to stop.
@@ -303,7 +291,7 @@ fn walk_archive(
     end: Option<Lsn>,
     target: &Target,
 ) -> Result<Option<Lsn>> {
-    let present = |s: &WalSegmentName| listing.segments.get(&s.timeline()).is_some_and(|v| v.contains(s));
+    let present = |s: &WalSegmentName| listing.contains(s);
     // The archive's end on this lineage (other branches may go further).
     let last_present = listing
         .segments
@@ -348,7 +336,7 @@ fn walk_archive(
             };
         }
         if matches!(target, Target::Time(_) | Target::Xid(_)) {
-            let attrs = attrs_of(repo, instance, &segment)?.unwrap_or_default();
+            let attrs = archive::segment_attrs(repo, instance, &segment)?.unwrap_or_default();
             last_commit = attrs.last_commit.or(last_commit);
             let here = match target {
                 Target::Time(t) => attrs.last_commit.is_some_and(|c| c >= *t),
@@ -376,7 +364,7 @@ fn find_restore_point(
 ) -> Result<archive::RestorePoint> {
     let segments: Vec<WalSegmentName> = listing.segments.values().flatten().copied().collect();
     let found = cairn_repo::parallel_map(&segments, 8, |s| {
-        let attrs = attrs_of(repo, instance, s)?.unwrap_or_default();
+        let attrs = archive::segment_attrs(repo, instance, s)?.unwrap_or_default();
         Ok::<_, EngineError>(
             attrs.restore_points.into_iter().filter(|rp| rp.name == name).collect::<Vec<_>>(),
         )
@@ -388,7 +376,7 @@ fn find_restore_point(
         .filter(|rp| {
             let n = rp.lsn.segment_number(size);
             let on = segment_on_lineage(lineage, n, size);
-            segments.contains(&on) && lineage_covers(lineage, &on, rp.lsn)
+            listing.contains(&on) && lineage_covers(lineage, &on, rp.lsn)
         })
         .min_by_key(|rp| rp.lsn)
         .ok_or_else(|| {

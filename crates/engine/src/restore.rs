@@ -68,9 +68,11 @@ pub fn restore(
     let (backup, expected_stop_lsn) = match &options.recovery {
         Some(recovery) => {
             let backups = catalog::list(repo, Some(&options.instance))?;
+            let listing = crate::archive::list(repo, &options.instance)?;
             let plan = recovery::plan(
                 repo,
                 &options.instance,
+                &listing,
                 &backups,
                 options.backup_id.as_deref(),
                 &recovery.target,
@@ -108,6 +110,7 @@ pub fn restore(
         prepare_target(&options.target, options.force)?;
     }
 
+    repo.load_index()?;
     let entries = entries_of(repo, &backup)?;
     let mut files = Vec::new();
     let mut dirs = Vec::new();
@@ -227,10 +230,9 @@ pub fn restore(
     })
 }
 
-/// Every entry of a backup, in order.
+/// Every entry of a backup, in order. The repository's index must be loaded.
 pub fn entries_of(repo: &Repository, backup: &BackupInfo) -> Result<Vec<FileEntry>> {
     let manifest = repo.load_manifest(&backup.manifest)?;
-    repo.load_index()?;
     let mut entries = Vec::new();
     repo.for_each_entry(&backup.manifest, &manifest, &mut |e| {
         entries.push(e);

@@ -43,6 +43,7 @@ pub fn validate(
 ) -> Result<ValidateSummary> {
     let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     let backup = catalog::find(repo, instance, id)?;
+    repo.load_index()?;
     validate_backup(repo, &backup, options, progress)
 }
 
@@ -68,6 +69,7 @@ pub fn validate_all(
     if let Some(name) = instance {
         crate::instance::find(repo, name)?;
     }
+    repo.load_index()?;
     let mut out = Vec::new();
     for backup in catalog::list(repo, instance)? {
         let r = &backup.record;
@@ -169,7 +171,8 @@ impl<'a> Checked<'a> {
         corrupt: &'a Mutex<Vec<String>>,
         pages: &'a std::sync::atomic::AtomicU64,
     ) -> Self {
-        let segment = crate::backup::segment_number(&entry.path);
+        let name = entry.path.rsplit('/').next().unwrap_or_default();
+        let segment = cairn_pg::relfile::parse_relation_file_name(name).map_or(0, |r| r.segment);
         Checked {
             progress,
             relation: relation.then(|| (entry.path.clone(), relation_block(segment, 0))),

@@ -7,41 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+mod common;
+
 use cairn_engine::instance::{self, InstanceConfig};
 use cairn_engine::{backup, restore, BackupOptions, BackupStatus, Connection, RestoreOptions, Silent};
-use cairn_repo::{Encryption, InitOptions, KdfParams, Repository};
 use cairn_testkit::PgCluster;
-
-const FAST_KDF: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
-
-fn repository(dir: &Path) -> Repository {
-    let storage = cairn_storage::open(dir.to_str().unwrap(), &Default::default()).unwrap();
-    let options = InitOptions {
-        encryption: Encryption::Aes256Gcm,
-        password: Some(b"pw".to_vec()),
-        kdf: FAST_KDF,
-        ..Default::default()
-    };
-    Repository::init(storage, options).unwrap()
-}
-
-fn add_instance(repo: &Repository, cluster: &PgCluster, external: Vec<String>) {
-    let config = InstanceConfig {
-        name: "main".into(),
-        pgdata: cluster.data_dir().display().to_string(),
-        connection: Connection {
-            host: Some(cluster.host().to_string()),
-            port: Some(cluster.port()),
-            user: Some("postgres".into()),
-            database: Some("postgres".into()),
-        },
-        external_dirs: external,
-        compression: None,
-        system_identifier: None,
-        retention: Default::default(),
-    };
-    instance::add(repo, &config).unwrap();
-}
+use common::{add_instance, repository};
 
 /// Makes `dir` belong to the postgres user (the tests run as root, servers as postgres).
 fn give_to_postgres(dir: &Path) {

@@ -6,22 +6,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use cairn_engine::catalog::BackupMode;
-use cairn_engine::instance::{self, InstanceConfig};
-use cairn_engine::{backup, restore, BackupOptions, BackupSummary, Connection, RestoreOptions, Silent};
-use cairn_repo::{Encryption, InitOptions, KdfParams, Repository};
-use cairn_testkit::PgCluster;
+mod common;
 
-fn repository(dir: &Path) -> Repository {
-    let storage = cairn_storage::open(dir.to_str().unwrap(), &Default::default()).unwrap();
-    let options = InitOptions {
-        encryption: Encryption::Aes256Gcm,
-        password: Some(b"pw".to_vec()),
-        kdf: KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 },
-        ..Default::default()
-    };
-    Repository::init(storage, options).unwrap()
-}
+use cairn_engine::catalog::BackupMode;
+use cairn_engine::{backup, restore, BackupOptions, BackupSummary, RestoreOptions, Silent};
+use cairn_repo::Repository;
+use cairn_testkit::PgCluster;
+use common::{add_instance, repository};
 
 fn take(repo: &Repository, mode: BackupMode) -> BackupSummary {
     let options = BackupOptions { instance: "main".into(), channels: 2, mode, ..Default::default() };
@@ -44,21 +35,7 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
     cluster.psql("CHECKPOINT");
     let work = tempfile::tempdir().unwrap();
     let repo = repository(&work.path().join("repo"));
-    let config = InstanceConfig {
-        name: "main".into(),
-        pgdata: cluster.data_dir().display().to_string(),
-        connection: Connection {
-            host: Some(cluster.host().to_string()),
-            port: Some(cluster.port()),
-            user: Some("postgres".into()),
-            database: Some("postgres".into()),
-        },
-        external_dirs: Vec::new(),
-        compression: None,
-        system_identifier: None,
-        retention: Default::default(),
-    };
-    instance::add(&repo, &config).unwrap();
+    add_instance(&repo, &cluster, Vec::new());
 
     // With no backup before it, a DELTA is a FULL.
     let full = take(&repo, BackupMode::Delta);

@@ -23,7 +23,7 @@ pub fn push(_format: Format, args: &ArchivePushArgs) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| usage(format!("{} names no file", args.wal_path.display())))?,
     };
-    let compression = super::compression(args.compress_algorithm.as_deref(), args.compress_level)?;
+    let compression = args.compression.parse()?;
     let spool = Spool::of_wal_file(&args.wal_path);
     if args.worker {
         let repo = super::open(&args.repo)?;

@@ -8,7 +8,7 @@ use crate::output;
 
 pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
     let repo = super::open(&args.repo)?;
-    let compression = super::compression(args.compress_algorithm.as_deref(), args.compress_level)?;
+    let compression = args.compression.parse()?;
     let options = BackupOptions {
         instance: args.instance.clone(),
         connection: super::instance::connection(&args.connection),

@@ -2,7 +2,6 @@
 
 use cairn_engine::instance::{self, InstanceConfig};
 use cairn_engine::Connection;
-use cairn_repo::Compression;
 
 use crate::cli::{AddInstanceArgs, ConnectionArgs, Format, InstanceArgs, SetConfigArgs};
 use crate::exit::usage;
@@ -65,8 +64,8 @@ pub fn set(format: Format, args: &SetConfigArgs) -> anyhow::Result<()> {
         config.external_dirs = dirs.clone();
     }
     config.connection = config.connection.overridden_by(&connection(&args.connection));
-    if let Some(algorithm) = &args.compress_algorithm {
-        config.compression = Some(Compression::parse(algorithm, args.compress_level).map_err(usage)?);
+    if let Some(compression) = args.compression.parse()? {
+        config.compression = Some(compression);
     }
     let r = &args.backup_retention;
     config.retention.redundancy = r.retention_redundancy.or(config.retention.redundancy).filter(|&n| n > 0);

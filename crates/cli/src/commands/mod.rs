@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cairn_repo::{Compression, Repository};
 use cairn_storage::{Storage, StorageOptions};
 
-use crate::cli::{Cli, Command, KeyCommand, RepoArgs};
+use crate::cli::{Cli, Command, CompressionArgs, KeyCommand, RepoArgs};
 use crate::password;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -85,11 +85,15 @@ pub fn open(args: &RepoArgs) -> anyhow::Result<Repository> {
     }
 }
 
-/// `--compress-algorithm` and `--compress-level`; `None` when neither is given.
-pub fn compression(algorithm: Option<&str>, level: Option<i32>) -> anyhow::Result<Option<Compression>> {
-    match algorithm {
-        Some(a) => Ok(Some(Compression::parse(a, level).map_err(crate::exit::usage)?)),
-        None if level.is_some() => Err(crate::exit::usage("--compress-level needs --compress-algorithm")),
-        None => Ok(None),
+impl CompressionArgs {
+    /// The compression asked for; `None` when neither option is given.
+    pub fn parse(&self) -> anyhow::Result<Option<Compression>> {
+        match &self.compress_algorithm {
+            Some(a) => Ok(Some(Compression::parse(a, self.compress_level).map_err(crate::exit::usage)?)),
+            None if self.compress_level.is_some() => {
+                Err(crate::exit::usage("--compress-level needs --compress-algorithm"))
+            }
+            None => Ok(None),
+        }
     }
 }

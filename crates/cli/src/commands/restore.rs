@@ -161,9 +161,11 @@ pub fn validate(format: Format, args: &ValidateArgs) -> anyhow::Result<()> {
     if let Some(target) = target {
         let instance = args.instance.as_deref().ok_or_else(|| usage("a recovery target needs --instance"))?;
         let backups = cairn_engine::catalog::list(&repo, Some(instance))?;
+        let listing = cairn_engine::archive::list(&repo, instance)?;
         let plan = cairn_engine::recovery::plan(
             &repo,
             instance,
+            &listing,
             &backups,
             args.backup_id.as_deref(),
             &target,
