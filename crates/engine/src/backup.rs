@@ -19,13 +19,16 @@ use cairn_pg::{
     page_lsn, relation_block, verify_page, walk_data_dir, ControlFile, DataDirEntry, DbState, Flavor, Lsn,
     PageVerdict, TimelineId, WalSegmentName, WalSegmentSize, WalkOptions,
 };
-use cairn_repo::{ChunkerKind, EntryKind, FileEntry, Repository, Writer, WriterOptions};
+use cairn_repo::{ChunkId, ChunkerKind, EntryKind, FileEntry, Repository, Writer, WriterOptions};
 
 use crate::catalog::{self, BackupMode, BackupRecord, BackupStatus, Tablespace};
 use crate::connect::connect;
 use crate::error::{EngineError, Result};
 use crate::instance::{self, Connection};
 use crate::progress::Progress;
+
+mod changes;
+use changes::ChangeSource;
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -57,6 +60,9 @@ pub struct BackupSummary {
     /// their bytes.
     pub unchanged_files: u64,
     pub unchanged_bytes: u64,
+    /// DELTA: bytes of changed relation files taken from the parent piece by piece (unread
+    /// with WAL summaries, read but not stored again with page LSNs).
+    pub reused_bytes: u64,
 }
 
 pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progress) -> Result<BackupSummary> {
@@ -97,6 +103,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         timeline: None,
         stop_time: None,
         recovery_xid: None,
+        change_source: None,
         server_version: server.version_num,
         flavor: server.flavor.to_string(),
         system_identifier: Some(server.system_identifier),
@@ -166,6 +173,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         chunks: stats.chunks,
         unchanged_files: copied.unchanged_files,
         unchanged_bytes: copied.unchanged_bytes,
+        reused_bytes: copied.reused_bytes,
     };
     let stored = summary.record.clone();
     repo.replace_meta(&manifest, to_json(&stored)?)?;
@@ -294,12 +302,15 @@ struct Copied {
     files: u64,
     unchanged_files: u64,
     unchanged_bytes: u64,
+    reused_bytes: u64,
 }
 
-/// The files of a DELTA backup's parent, and when it started.
+/// The files of a DELTA backup's parent, and when and where it started.
 struct Parent {
     files: HashMap<String, FileEntry>,
     start_ns: i64,
+    start_lsn: Option<Lsn>,
+    timeline: Option<TimelineId>,
 }
 
 impl Parent {
@@ -310,7 +321,13 @@ impl Parent {
             .filter(|e| e.kind == EntryKind::File)
             .map(|e| (e.path.clone(), e))
             .collect();
-        Ok(Parent { files, start_ns: backup.record.start_time.timestamp_nanos_opt().unwrap_or(0) })
+        let record = &backup.record;
+        Ok(Parent {
+            files,
+            start_ns: record.start_time.timestamp_nanos_opt().unwrap_or(0),
+            start_lsn: record.start_lsn,
+            timeline: record.timeline,
+        })
     }
 
     /// The parent's entry for a file whose size and modification time say it has not changed
@@ -385,6 +402,11 @@ fn take(
         walk.entries.into_iter().partition(|e| e.rel_path == layout.control_file);
     let total: u64 = rest.iter().chain(&control_entries).map(|e| e.size).sum();
     progress.begin("backup", total);
+    let changes = match parent {
+        Some(parent) => change_source(client, server, parent, timeline, start_lsn, writer)?,
+        None => None,
+    };
+    record.change_source = changes.as_ref().map(|c| c.name().to_string());
     let corrupt = Mutex::new(Vec::new());
     let copier = Copier {
         writer,
@@ -393,6 +415,9 @@ fn take(
         corrupt: &corrupt,
         progress,
         parent,
+        changes: changes.as_ref(),
+        piece_size: writer.chunker().fixed_size as usize,
+        reused_bytes: AtomicU64::new(0),
         files: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         unchanged_files: AtomicU64::new(0),
@@ -407,6 +432,7 @@ fn take(
     record.data_bytes = copier.bytes.into_inner();
     let unchanged_files = copier.unchanged_files.into_inner();
     let unchanged_bytes = copier.unchanged_bytes.into_inner();
+    let reused_bytes = copier.reused_bytes.into_inner();
     progress.end();
     let corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
     if !corrupt.is_empty() && !options.skip_block_validation {
@@ -463,8 +489,49 @@ fn take(
         }
         segment = segment.next(segment_size).map_err(|e| EngineError::Server(e.to_string()))?;
     }
-    Ok(Copied { files: count, unchanged_files, unchanged_bytes })
+    Ok(Copied { files: count, unchanged_files, unchanged_bytes, reused_bytes })
 }
+
+/// How a DELTA finds the changed pieces of relation files: the WAL summaries when the server
+/// keeps them, the page LSNs otherwise. Neither across a timeline switch (a restored and
+/// promoted cluster can write different pages under LSNs the parent already had): then
+/// changed files are read and stored whole.
+fn change_source(
+    client: &mut postgres::Client,
+    server: &ServerInfo,
+    parent: &Parent,
+    timeline: TimelineId,
+    start_lsn: Lsn,
+    writer: &Writer<'_>,
+) -> Result<Option<ChangeSource>> {
+    let Some(parent_lsn) = parent.start_lsn.filter(|_| parent.timeline == Some(timeline)) else {
+        tracing::info!("the parent backup is on another timeline: changed files are read whole");
+        return Ok(None);
+    };
+    let pages_per_piece = u64::from(writer.chunker().fixed_size) / PAGE as u64;
+    let range = (parent_lsn, start_lsn);
+    Ok(Some(
+        match changes::from_wal_summaries(
+            client,
+            server.version_num,
+            timeline,
+            range,
+            pages_per_piece,
+            SUMMARY_WAIT,
+        )? {
+            Ok(pieces) => ChangeSource::Summaries(pieces),
+            Err(why) => {
+                tracing::info!(
+                    "WAL summaries not used ({why}): changed files are read, pages compared by LSN"
+                );
+                ChangeSource::PageLsn(parent_lsn)
+            }
+        },
+    ))
+}
+
+/// How long a backup waits for the WAL summarizer to reach its start.
+const SUMMARY_WAIT: Duration = Duration::from_secs(30);
 
 /// A WAL segment the server has just finished may take a moment to appear under its name.
 fn wait_for(path: &Path) -> Result<File> {
@@ -488,6 +555,10 @@ struct Copier<'a> {
     corrupt: &'a Mutex<Vec<String>>,
     progress: &'a dyn Progress,
     parent: Option<&'a Parent>,
+    changes: Option<&'a ChangeSource>,
+    /// The repository's fixed chunk size: relation files are read and reused in such pieces.
+    piece_size: usize,
+    reused_bytes: AtomicU64,
     /// Regular files stored (read or unchanged), and their bytes.
     files: AtomicU64,
     bytes: AtomicU64,
@@ -557,9 +628,7 @@ impl Copier<'_> {
                 Err(e) => return Err(EngineError::io(format!("reading {}", path.display()), e)),
             };
             let (chunks, size) = if entry.is_relation_file {
-                let segment = entry.relation().map_or(0, |r| r.segment);
-                let mut reader = PageChecked::new(file, &entry.rel_path, segment, self);
-                self.writer.store(&mut reader, ChunkerKind::Fixed)?
+                self.copy_relation(entry, &file)?
             } else {
                 let mut reader = Counting { inner: file, progress: self.progress };
                 self.writer.store(&mut reader, ChunkerKind::ContentDefined)?
@@ -588,97 +657,135 @@ impl Read for Counting<'_> {
 }
 
 const PAGE: usize = 8192;
-const BUFFER_PAGES: usize = 128;
 
-/// Reads a relation file page-aligned, checking each page's checksum. A page that fails is
-/// read again (a concurrent write may have torn it); if it still fails, a page changed after
-/// the backup started is fine (WAL replay rewrites it), an older one is corrupt.
-struct PageChecked<'c> {
-    file: File,
-    rel_path: String,
-    first_block: u32,
-    copier: &'c Copier<'c>,
-    buffer: Vec<u8>,
-    pos: usize,
-    offset: u64,
-}
-
-impl<'c> PageChecked<'c> {
-    fn new(file: File, rel_path: &str, segment: u32, copier: &'c Copier<'c>) -> Self {
-        PageChecked {
-            file,
-            rel_path: rel_path.to_string(),
-            first_block: relation_block(segment, 0),
-            copier,
-            buffer: Vec::new(),
-            pos: 0,
-            offset: 0,
-        }
-    }
-
-    fn refill(&mut self) -> io::Result<()> {
-        self.buffer.resize(PAGE * BUFFER_PAGES, 0);
-        let mut filled = 0;
-        while filled < self.buffer.len() {
-            match self.file.read(&mut self.buffer[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.buffer.truncate(filled);
-        self.pos = 0;
-        if self.copier.checksums {
-            for (i, start) in (0..filled / PAGE * PAGE).step_by(PAGE).enumerate() {
-                let block = self.first_block + (self.offset / PAGE as u64) as u32 + i as u32;
-                let at = self.offset + start as u64;
-                self.check_page(start, block, at)?;
-            }
-        }
-        self.offset += filled as u64;
-        self.copier.progress.advance(filled as u64);
-        Ok(())
-    }
-
-    fn check_page(&mut self, start: usize, block: u32, at: u64) -> io::Result<()> {
-        let ok = |p: &[u8]| {
-            <&[u8; PAGE]>::try_from(p)
-                .is_ok_and(|p| matches!(verify_page(p, block), PageVerdict::Valid | PageVerdict::New))
+impl Copier<'_> {
+    /// A relation file, a piece (one fixed chunk) at a time: pieces the change source says
+    /// are the parent's are taken from it, the others read and their pages checked.
+    fn copy_relation(&self, entry: &DataDirEntry, file: &File) -> Result<(Vec<ChunkId>, u64)> {
+        let piece_size = self.piece_size as u64;
+        let old = self
+            .parent
+            .and_then(|p| p.files.get(&entry.rel_path))
+            .filter(|old| old.meta.get("relation").and_then(|r| r.as_bool()) == Some(true));
+        // The parent's whole pieces (its last one may be short).
+        let parent_piece =
+            |piece: u64| old.filter(|o| piece < o.size / piece_size).map(|o| o.chunks[piece as usize]);
+        let changes = match (old, self.changes) {
+            (Some(_), Some(ChangeSource::Summaries(pieces))) => Some(pieces.for_file(&entry.rel_path)),
+            _ => None,
         };
-        if ok(&self.buffer[start..start + PAGE]) {
+        let page_lsn = match (old, self.changes) {
+            (Some(_), Some(ChangeSource::PageLsn(lsn))) => Some(*lsn),
+            _ => None,
+        };
+        let first_block = entry.relation().map_or(0, |r| relation_block(r.segment, 0));
+        let mut store = self.writer.file();
+        let mut offset = 0u64;
+        loop {
+            let piece = offset / piece_size;
+            let reusable = parent_piece(piece);
+            if let (Some(id), Some(changes)) = (reusable, &changes) {
+                if offset + piece_size <= entry.size && !changes.touches(piece) {
+                    store.push_stored(id, piece_size)?;
+                    self.progress.advance(piece_size);
+                    self.reused_bytes.fetch_add(piece_size, Ordering::Relaxed);
+                    offset += piece_size;
+                    continue;
+                }
+            }
+            let mut data = vec![0u8; self.piece_size];
+            let n = read_full_at(file, &mut data, offset)
+                .map_err(|e| EngineError::io(format!("reading {}", entry.source.display()), e))?;
+            if n == 0 {
+                break;
+            }
+            data.truncate(n);
+            let block = first_block + (offset / PAGE as u64) as u32;
+            self.check_pages(file, &mut data, offset, block, &entry.rel_path)
+                .map_err(|e| EngineError::io(format!("reading {}", entry.source.display()), e))?;
+            self.progress.advance(n as u64);
+            match reusable
+                .filter(|_| n == self.piece_size && page_lsn.is_some_and(|l| changes::older_than(&data, l)))
+            {
+                Some(id) => {
+                    store.push_stored(id, piece_size)?;
+                    self.reused_bytes.fetch_add(piece_size, Ordering::Relaxed);
+                }
+                None => store.push(data)?,
+            }
+            offset += n as u64;
+            if n < self.piece_size {
+                break;
+            }
+        }
+        Ok(store.finish()?)
+    }
+
+    /// Checks the checksum of each page of `data` (read at `offset`, first block `block`). A
+    /// page that fails is read again (a concurrent write may have torn it); if it still
+    /// fails, a page changed after the backup started is fine (WAL replay rewrites it), an
+    /// older one is corrupt.
+    fn check_pages(
+        &self,
+        file: &File,
+        data: &mut [u8],
+        offset: u64,
+        block: u32,
+        rel_path: &str,
+    ) -> io::Result<()> {
+        if !self.checksums {
             return Ok(());
         }
-        let mut again = [0u8; PAGE];
-        for _ in 0..100 {
-            std::thread::sleep(Duration::from_millis(2));
-            match self.file.read_at(&mut again, at)? {
-                // Truncated while we read (VACUUM): WAL replay truncates it again.
-                n if n < PAGE => return Ok(()),
-                _ if ok(&again) => {
-                    self.buffer[start..start + PAGE].copy_from_slice(&again);
-                    return Ok(());
+        for (i, page) in data.chunks_exact_mut(PAGE).enumerate() {
+            let block = block + i as u32;
+            let ok = |p: &[u8]| {
+                <&[u8; PAGE]>::try_from(p)
+                    .is_ok_and(|p| matches!(verify_page(p, block), PageVerdict::Valid | PageVerdict::New))
+            };
+            if ok(page) {
+                continue;
+            }
+            let at = offset + (i * PAGE) as u64;
+            let mut again = [0u8; PAGE];
+            let mut fixed = false;
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(2));
+                match file.read_at(&mut again, at)? {
+                    // Truncated while we read (VACUUM): WAL replay truncates it again.
+                    n if n < PAGE => {
+                        fixed = true;
+                        break;
+                    }
+                    _ if ok(&again) => {
+                        page.copy_from_slice(&again);
+                        fixed = true;
+                        break;
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            // Written during the backup: WAL replay restores it.
+            if !fixed && page_lsn(&again) < self.start_lsn {
+                self.corrupt
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{rel_path} block {block}"));
             }
         }
-        if page_lsn(&again) >= self.copier.start_lsn {
-            return Ok(()); // written during the backup: WAL replay restores it
-        }
-        let mut corrupt = self.copier.corrupt.lock().unwrap_or_else(|e| e.into_inner());
-        corrupt.push(format!("{} block {block}", self.rel_path));
         Ok(())
     }
 }
 
-impl Read for PageChecked<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.buffer.len() {
-            self.refill()?;
+/// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let n = buf.len().min(self.buffer.len() - self.pos);
-        buf[..n].copy_from_slice(&self.buffer[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
+    Ok(filled)
 }

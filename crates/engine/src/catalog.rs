@@ -76,6 +76,10 @@ pub struct BackupRecord {
     /// every transaction from it on commits after `stop_lsn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_xid: Option<u64>,
+    /// DELTA: how changed pages were found (`wal-summaries` or `page-lsn`); absent when
+    /// changed files were read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_source: Option<String>,
     #[serde(default)]
     pub server_version: u32,
     #[serde(default)]

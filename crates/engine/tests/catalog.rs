@@ -17,6 +17,7 @@ fn record(id: &str, status: BackupStatus, holder: Option<&str>) -> serde_json::V
         timeline: None,
         stop_time: None,
         recovery_xid: None,
+        change_source: None,
         server_version: 150000,
         flavor: "PostgreSQL 15".into(),
         system_identifier: None,

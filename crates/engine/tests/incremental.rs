@@ -1,6 +1,7 @@
 //! DELTA backups: a full, then deltas after small changes. Each delta reads only the files
-//! that changed, stores about as much as changed, and restores on its own to the source's data
-//! at its point.
+//! that changed (and, inside them, takes unchanged pieces from its parent: by WAL summaries on
+//! PostgreSQL 17+, by page LSNs before), stores about as much as changed, and restores on its
+//! own to the source's data at its point.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::Path;
@@ -11,7 +12,7 @@ mod common;
 use cairn_engine::catalog::BackupMode;
 use cairn_engine::{backup, restore, BackupOptions, BackupSummary, RestoreOptions, Silent};
 use cairn_repo::Repository;
-use cairn_testkit::PgCluster;
+use cairn_testkit::{PgCluster, PgOptions};
 use common::{add_instance, repository};
 
 fn take(repo: &Repository, mode: BackupMode) -> BackupSummary {
@@ -20,19 +21,41 @@ fn take(repo: &Repository, mode: BackupMode) -> BackupSummary {
 }
 
 fn state(cluster: &PgCluster) -> String {
-    cluster.psql(
+    let main = cluster.psql(
         "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) || ':' || (SELECT count(*) FROM pgbench_history) \
-         FROM pgbench_accounts a",
-    )
+         || ':' || (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM shrinking t) FROM pgbench_accounts a",
+    );
+    let created = cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'later'");
+    let later = if created == "1" { cluster.psql_db("later", "SELECT sum(id) FROM t") } else { "-".into() };
+    format!("{main}:{later}")
 }
 
 #[test]
-fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
-    let cluster = PgCluster::start(15);
+fn deltas_by_page_lsn_on_15() {
+    deltas_restore_and_store_only_what_changed(15, "page-lsn");
+}
+
+#[test]
+fn deltas_by_wal_summaries_on_17() {
+    deltas_restore_and_store_only_what_changed(17, "wal-summaries");
+}
+
+#[test]
+fn deltas_by_wal_summaries_on_18() {
+    deltas_restore_and_store_only_what_changed(18, "wal-summaries");
+}
+
+fn deltas_restore_and_store_only_what_changed(major: u32, change_source: &str) {
+    let options =
+        if major >= 17 { PgOptions::new().setting("summarize_wal", "on") } else { PgOptions::new() };
+    let cluster = PgCluster::start_with(major, options);
     let pgbench = PgCluster::client_bin_dir().join("pgbench");
     let init = Command::new(pgbench).envs(cluster.env()).args(["-i", "-q", "-s", "5"]).output().unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    cluster.psql("CHECKPOINT");
+    cluster.psql(
+        "CREATE TABLE shrinking AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 40000) g; \
+         ALTER TABLE shrinking SET (autovacuum_enabled = off); CHECKPOINT",
+    );
     let work = tempfile::tempdir().unwrap();
     let repo = repository(&work.path().join("repo"));
     add_instance(&repo, &cluster, Vec::new());
@@ -54,23 +77,48 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
              INSERT INTO pgbench_history SELECT 1, 1, aid, 1, now() FROM generate_series(1, 100) aid; CHECKPOINT",
             from + 4999
         ));
+        if day == 0 {
+            // A relation truncated by VACUUM and grown again with other rows, and a new database:
+            // the pieces past the truncation and the new database's files are new.
+            for sql in [
+                "DELETE FROM shrinking WHERE id > 20000",
+                "VACUUM shrinking",
+                "INSERT INTO shrinking SELECT g, repeat('y', 200) FROM generate_series(20001, 30000) g",
+                "CREATE DATABASE later",
+            ] {
+                cluster.psql(sql);
+            }
+            cluster.psql_db(
+                "later",
+                "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g; CHECKPOINT",
+            );
+        }
+        let accounts: u64 = cluster.psql("SELECT pg_relation_size('pgbench_accounts')").parse().unwrap();
         let delta = take(&repo, BackupMode::Delta);
         assert_eq!(delta.record.mode, BackupMode::Delta);
         assert_eq!(delta.record.parent.as_deref(), Some(parent.as_str()));
+        assert_eq!(delta.record.change_source.as_deref(), Some(change_source));
         assert!(delta.unchanged_files > 100, "{} files unchanged", delta.unchanged_files);
         let share = delta.record.stored_bytes as f64 / full.record.stored_bytes as f64;
         eprintln!(
-            "delta {day}: {} of {} files unchanged ({} MiB unread), stored {} KiB = {:.1} % of the full's {} KiB",
+            "PostgreSQL {major} delta {day}: {} of {} files unchanged ({} MiB unread), {} MiB of changed files \
+             from the parent ({change_source}), stored {} KiB = {:.1} % of the full's {} KiB, {:.2} s",
             delta.unchanged_files,
             delta.files,
             delta.unchanged_bytes >> 20,
+            delta.reused_bytes >> 20,
             delta.record.stored_bytes >> 10,
             share * 100.0,
-            full.record.stored_bytes >> 10
+            full.record.stored_bytes >> 10,
+            delta.seconds,
         );
-        // The changed relation files are read whole, but only their changed chunks are new;
-        // the WAL kept with the backup is most of what is added.
-        assert!(share < 0.15, "a delta after a 1 % change stored {:.1} % of the full", share * 100.0);
+        // Most of the accounts table did not change: its pieces are the parent's.
+        assert!(delta.reused_bytes > accounts * 8 / 10, "{} of {accounts} bytes reused", delta.reused_bytes);
+        // Only changed pieces are new; the WAL kept with the backup is most of what is added.
+        // (Day 0 also made a database: a copy of the template's catalogs.)
+        if day == 1 {
+            assert!(share < 0.15, "a delta after a 1 % change stored {:.1} % of the full", share * 100.0);
+        }
         parent = delta.record.id.clone();
         points.push((delta.record.id.clone(), state(&cluster)));
     }
@@ -89,7 +137,7 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
         let status =
             Command::new("chown").args(["-R", "postgres:postgres"]).arg(work.path()).status().unwrap();
         assert!(status.success());
-        let copy = PgCluster::from_data_dir(15, &target);
+        let copy = PgCluster::from_data_dir(major, &target);
         assert_eq!(&state(&copy), expected, "backup {id}");
     }
 
@@ -118,7 +166,8 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
         stats.files_unchanged,
         stats.files_removed
     );
-    assert!(stats.bytes_written * 5 < stats.bytes_restored, "{stats:?}");
+    // What is written: the backup's own WAL segments, the new database, the changed pieces.
+    assert!(stats.bytes_written * 3 < stats.bytes_restored, "{stats:?}");
     assert!(stats.files_unchanged > 100 && stats.files_removed > 0, "{stats:?}");
     restore_into(&clean, false);
     assert!(
@@ -127,6 +176,6 @@ fn a_full_then_deltas_each_restore_and_store_only_what_changed() {
     );
     let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(work.path()).status().unwrap();
     assert!(status.success());
-    let copy = PgCluster::from_data_dir(15, &over);
+    let copy = PgCluster::from_data_dir(major, &over);
     assert_eq!(state(&copy), expected);
 }

@@ -23,7 +23,7 @@ pub use lsn::{Lsn, LsnError, TimelineId, WalFileName, WalSegmentName, WalSegment
 pub use page::{
     page_is_new, page_lsn, pg_checksum_page, relation_block, verify_page, PageVerdict, BLCKSZ, RELSEG_SIZE,
 };
-pub use relfile::{Fork, RelationFileName};
+pub use relfile::{relation_locator, Fork, RelationFileName, RelationLocator};
 pub use wal::{
     page_magic, parse_history, read_segment_header, summarize_segment, EndReason, HistoryEntry, RestorePoint,
     SegmentHeader, SegmentSummary, WalError,

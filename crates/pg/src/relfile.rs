@@ -18,6 +18,16 @@ pub enum Fork {
 }
 
 impl Fork {
+    /// The server's `ForkNumber`.
+    pub fn number(self) -> i16 {
+        match self {
+            Fork::Main => 0,
+            Fork::Fsm => 1,
+            Fork::Vm => 2,
+            Fork::Init => 3,
+        }
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             Fork::Main => "",
@@ -46,6 +56,33 @@ impl fmt::Display for RelationFileName {
         }
         Ok(())
     }
+}
+
+/// Where a relation file of a PostgreSQL data directory belongs: tablespace, database and
+/// file (`RelFileLocator` plus fork and segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelationLocator {
+    pub tablespace: u32,
+    /// 0 for the shared catalogs in `global/`.
+    pub database: u32,
+    pub file: RelationFileName,
+}
+
+/// The OIDs of the `pg_default` and `pg_global` tablespaces.
+pub const DEFAULT_TABLESPACE_OID: u32 = 1663;
+pub const GLOBAL_TABLESPACE_OID: u32 = 1664;
+
+/// The locator of a relation file from its path relative to the data directory:
+/// `base/<db>/<file>`, `global/<file>` or `pg_tblspc/<spc>/<version dir>/<db>/<file>`.
+pub fn relation_locator(rel_path: &str) -> Option<RelationLocator> {
+    let parts: Vec<&str> = rel_path.split('/').collect();
+    let (tablespace, database, name) = match parts.as_slice() {
+        ["base", db, name] => (DEFAULT_TABLESPACE_OID, parse_oid(db)?, name),
+        ["global", name] => (GLOBAL_TABLESPACE_OID, 0, name),
+        ["pg_tblspc", spc, _version, db, name] => (parse_oid(spc)?, parse_oid(db)?, name),
+        _ => return None,
+    };
+    Some(RelationLocator { tablespace, database, file: parse_relation_file_name(name)? })
 }
 
 /// All ASCII digits, at least one, and a value that fits a `u32` (an OID).
@@ -90,6 +127,22 @@ pub fn is_temp_relation_file_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn relation_paths_locate() {
+        let name = |relnumber, fork, segment| RelationFileName { relnumber, fork, segment };
+        let at = |tablespace, database, file| Some(RelationLocator { tablespace, database, file });
+        assert_eq!(relation_locator("base/5/16384.2"), at(1663, 5, name(16384, Fork::Main, 2)));
+        assert_eq!(relation_locator("global/1262_vm"), at(1664, 0, name(1262, Fork::Vm, 0)));
+        assert_eq!(
+            relation_locator("pg_tblspc/16400/PG_17_202406281/5/16401_fsm"),
+            at(16400, 5, name(16401, Fork::Fsm, 0))
+        );
+        for not in ["base/5", "base/x/16384", "global/pg_control", "pg_wal/000000010000000000000001", "16384"]
+        {
+            assert_eq!(relation_locator(not), None, "{not:?}");
+        }
+    }
 
     #[test]
     fn relation_names_parse() {

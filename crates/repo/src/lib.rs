@@ -32,4 +32,4 @@ pub use id::{ChunkId, Id};
 pub use manifest::{EntryKind, FileEntry, Manifest};
 pub use prune::{prune, PruneOptions, PruneSummary};
 pub use repository::{parallel_map, InitOptions, KeyInfo, Repository};
-pub use writer::{WriteStats, Writer, WriterOptions};
+pub use writer::{FileStore, WriteStats, Writer, WriterOptions};

@@ -265,6 +265,11 @@ impl<'r> Writer<'r> {
         }
     }
 
+    /// The repository's chunker settings.
+    pub fn chunker(&self) -> ChunkerParams {
+        self.shared.chunker
+    }
+
     pub fn channels(&self) -> usize {
         self.channels
     }
@@ -275,6 +280,12 @@ impl<'r> Writer<'r> {
             stream.push(c)?;
         }
         stream.finish()
+    }
+
+    /// Stores one file piece by piece, for callers that know which parts are already in
+    /// the repository (an incremental backup reusing unchanged chunks without reading them).
+    pub fn file(&self) -> FileStore<'_, 'r> {
+        FileStore { stream: self.stream(), size: 0 }
     }
 
     fn stream(&self) -> Stream<'_, 'r> {
@@ -315,12 +326,61 @@ impl Drop for Writer<'_> {
     }
 }
 
+/// A file stored piece by piece ([`Writer::file`]): each piece is one chunk, new data or
+/// a chunk the repository already holds.
+pub struct FileStore<'w, 'r> {
+    stream: Stream<'w, 'r>,
+    size: u64,
+}
+
+impl std::fmt::Debug for FileStore<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileStore({} bytes)", self.size)
+    }
+}
+
+impl FileStore<'_, '_> {
+    /// The next chunk of the file (at most the chunker's largest chunk).
+    pub fn push(&mut self, data: Vec<u8>) -> Result<()> {
+        if data.len() > MAX_CHUNK as usize {
+            return Err(RepoError::Invalid(format!("a chunk of {} bytes is over the limit", data.len())));
+        }
+        self.size += data.len() as u64;
+        self.stream.push(data)
+    }
+
+    /// The next chunk of the file is `id`, of `len` bytes, which the repository holds already
+    /// (it must: the caller took it from a manifest kept under this writer's lock).
+    pub fn push_stored(&mut self, id: ChunkId, len: u64) -> Result<()> {
+        let c = &self.stream.writer.shared.counters;
+        c.chunks.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(len, Ordering::Relaxed);
+        self.size += len;
+        self.stream.waiting.push_back(Pending::Stored(id));
+        Ok(())
+    }
+
+    /// The file's chunk list and size.
+    pub fn finish(self) -> Result<(Vec<ChunkId>, u64)> {
+        let writer = self.stream.writer;
+        let chunks = self.stream.finish()?;
+        writer.check_failure()?;
+        Ok((chunks, self.size))
+    }
+}
+
 /// One ordered stream of chunks into one pack.
 struct Stream<'w, 'r> {
     writer: &'w Writer<'r>,
     pack: Option<PackBuilder>,
-    waiting: VecDeque<Receiver<Processed>>,
+    waiting: VecDeque<Pending>,
     ids: Vec<ChunkId>,
+}
+
+/// A chunk of a stream: with a worker, or known already.
+enum Pending {
+    Processing(Receiver<Processed>),
+    Stored(ChunkId),
 }
 
 impl Stream<'_, '_> {
@@ -328,7 +388,7 @@ impl Stream<'_, '_> {
         let (reply, rx) = bounded(1);
         let jobs = self.writer.jobs.as_ref().ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
         jobs.send(Job { data, reply }).map_err(|_| self.closed())?;
-        self.waiting.push_back(rx);
+        self.waiting.push_back(Pending::Processing(rx));
         // Keep enough chunks in flight to feed every worker; take results in order.
         while self.waiting.len() > 2 * self.writer.channels + 2 {
             self.take_one()?;
@@ -337,8 +397,13 @@ impl Stream<'_, '_> {
     }
 
     fn take_one(&mut self) -> Result<()> {
-        let Some(rx) = self.waiting.pop_front() else {
-            return Ok(());
+        let rx = match self.waiting.pop_front() {
+            None => return Ok(()),
+            Some(Pending::Stored(id)) => {
+                self.ids.push(id);
+                return Ok(());
+            }
+            Some(Pending::Processing(rx)) => rx,
         };
         let done = rx.recv().map_err(|_| self.closed())?;
         self.ids.push(done.id);

@@ -43,7 +43,15 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
             r.id,
             r.instance,
             r.status,
-            r.parent.as_ref().map(|p| format!(", parent {p}: {} file(s) unchanged", s.unchanged_files)).unwrap_or_default(),
+            r.parent
+                .as_ref()
+                .map(|p| format!(
+                    ", parent {p}: {} file(s) unchanged, {} of changed files from the parent ({})",
+                    s.unchanged_files,
+                    output::bytes(s.reused_bytes),
+                    r.change_source.as_deref().unwrap_or("files read whole")
+                ))
+                .unwrap_or_default(),
             lsn(r.start_lsn),
             lsn(r.stop_lsn),
             r.timeline.map_or("-".into(), |t| t.get().to_string()),
