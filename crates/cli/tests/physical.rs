@@ -143,10 +143,15 @@ fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
     let first = ok(cairn(&repo, &["backup", "--instance", "main", "--no-validate"]));
     // New data since the first backup (so the next one writes packs while copying); the old
     // table is unchanged, so its chunks are reused.
-    cluster.psql("CREATE TABLE more AS SELECT g, md5((g * 3)::text) || md5((g * 5)::text) AS v FROM generate_series(1, 300000) g; CHECKPOINT");
+    cluster.psql("CREATE TABLE more AS SELECT g, md5((g * 3)::text) || md5((g * 5)::text) AS v FROM generate_series(1, 900000) g; CHECKPOINT");
 
     let manifests = |repo: &Path| std::fs::read_dir(repo.join("manifests")).map_or(0, |d| d.count());
+    let packs = |repo: &Path| {
+        let dirs = std::fs::read_dir(repo.join("data")).into_iter().flatten().flatten();
+        dirs.map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count())).sum::<usize>()
+    };
     let before = manifests(&repo);
+    let packs_before = packs(&repo);
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
         .env("CAIRN_PASSWORD", "demo password")
         .args(["backup", "--instance", "main", "-B", repo.to_str().unwrap()])
@@ -156,13 +161,13 @@ fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
         .unwrap();
     // The RUNNING record appears as the copy starts; the copy then takes seconds.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while manifests(&repo) == before
+    // Killed once it has stored a new pack: mid-way through the new table.
+    while (manifests(&repo) == before || packs(&repo) == packs_before)
         && std::time::Instant::now() < deadline
         && child.try_wait().unwrap().is_none()
     {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    std::thread::sleep(std::time::Duration::from_millis(1000));
     assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
