@@ -2,7 +2,7 @@
 
 mod common;
 
-use cairn_repo::{Compression, Encryption, RepoError, Repository};
+use cairn_repo::{Compression, Encryption, RepoError, Repository, Writer, WriterOptions};
 use common::*;
 use proptest::prelude::*;
 
@@ -64,6 +64,43 @@ fn small_changes_store_only_changed_chunks() {
     let (id, second) = backup(&repo, &files, 1);
     assert!(second.new_bytes * 5 < first.new_bytes, "{second:?} vs {first:?}");
     assert_same(&restore(&repo, &id), &files);
+}
+
+/// An incremental file: pieces the caller knows are unchanged are named, not handed in again.
+#[test]
+fn a_file_stored_piece_by_piece_reuses_named_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = init(storage.clone(), Encryption::Aes256Gcm);
+    let piece = repo.config().chunker.fixed_size as usize;
+    let mut files = vec![StoredFile { path: "rel".into(), data: pagey(piece * 4 + 100, 7) }];
+    let (first, _) = backup(&repo, &files, 2);
+    let old = restore_entries(&repo, &first).remove(0);
+    assert_eq!(old.chunks.len(), 5);
+
+    // Piece 2 changed; the others are the old ones, handed in by id; the file grew.
+    files[0].data[piece * 2 + 10] ^= 0xff;
+    files[0].data.extend_from_slice(&noise(piece, 8));
+    let writer = Writer::new(&repo, &WriterOptions { channels: 2, ..Default::default() }).unwrap();
+    let mut file = writer.file();
+    for (i, part) in files[0].data.chunks(piece).enumerate() {
+        match i {
+            0 | 1 | 3 => file.push_stored(old.chunks[i], piece as u64).unwrap(),
+            _ => file.push(part.to_vec()).unwrap(),
+        }
+    }
+    let (chunks, size) = file.finish().unwrap();
+    assert_eq!(size, files[0].data.len() as u64);
+    writer.add_entry(&entry("rel", size, chunks)).unwrap();
+    let (second, stats) = writer.commit("test", serde_json::json!({})).unwrap();
+    // Six pieces, three of them new, and the chunk of the entry list.
+    assert_eq!((stats.chunks, stats.new_chunks), (7, 4), "{stats:?}");
+    assert_same(&restore(&repo, &second), &files);
+    assert_checks_clean(&repo);
+
+    // A piece over the largest chunk is refused.
+    let writer = Writer::new(&repo, &WriterOptions::default()).unwrap();
+    assert!(writer.file().push(vec![0; (16 << 20) + 1]).is_err());
 }
 
 #[test]

@@ -108,8 +108,8 @@ pub fn entry(path: &str, size: u64, chunks: Vec<ChunkId>) -> FileEntry {
     FileEntry::file(path, 0o600, 0, size, chunks)
 }
 
-/// Every file of a manifest, restored (several at a time).
-pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
+/// The entries of a manifest.
+pub fn restore_entries(repo: &Repository, manifest: &Id) -> Vec<FileEntry> {
     repo.load_index().expect("index");
     let m = repo.load_manifest(manifest).expect("manifest");
     let mut entries = Vec::new();
@@ -118,6 +118,13 @@ pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
         Ok(())
     })
     .expect("entries");
+    entries
+}
+
+/// Every file of a manifest, restored (several at a time).
+pub fn restore(repo: &Repository, manifest: &Id) -> Vec<StoredFile> {
+    let m = repo.load_manifest(manifest).expect("manifest");
+    let entries = restore_entries(repo, manifest);
     let outputs: Vec<std::sync::Mutex<Vec<u8>>> = entries.iter().map(|_| Default::default()).collect();
     let total = repo
         .restore_files(&entries, 3, |e| {
