@@ -128,7 +128,7 @@ pub(crate) fn from_wal_summaries(
         if Instant::now() >= deadline {
             return Ok(Err(format!("the WAL summarizer is at {at}, behind the backup start {to}")));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let range = [&tli as &(dyn postgres::types::ToSql + Sync), &from.to_string(), &to.to_string()];
     let summaries = client
