@@ -183,9 +183,10 @@ pub struct BackupArgs {
     pub repo: RepoArgs,
     #[arg(long)]
     pub instance: String,
-    /// Backup mode: FULL, or DELTA (reads only the files changed since the newest backup; a
-    /// FULL when there is none).
-    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta"], default_value = "FULL")]
+    /// Backup mode: FULL, or DELTA (reads only what changed since the newest backup; a FULL
+    /// when there is none); PAGE and PTRACK are DELTAs that must take the changed blocks from
+    /// the server's WAL summaries (PostgreSQL 17+, summarize_wal = on).
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta", "PAGE", "page", "PTRACK", "ptrack"], default_value = "FULL")]
     pub mode: String,
     /// Parallel channels reading, compressing, encrypting and uploading (1-255).
     #[arg(short = 'j', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]

@@ -45,6 +45,9 @@ pub struct BackupOptions {
     /// FULL reads everything; DELTA only what changed since the newest usable backup (and is
     /// a FULL when there is none).
     pub mode: BackupMode,
+    /// A DELTA that must take changed blocks from the server's WAL summaries (`-b PAGE` and
+    /// `-b PTRACK`): refused where they cannot be used, rather than reading changed files.
+    pub require_wal_summaries: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +79,9 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         .or_else(|_| client.batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"))
         .map_err(|source| EngineError::Database { during: "preparing the session", source })?;
     let server = ServerInfo::read(&mut client)?;
+    if options.require_wal_summaries {
+        changes::check_summaries_on(&mut client, server.version_num)?;
+    }
     let control = server.check(&pgdata, config.system_identifier)?;
 
     let compression = options.compression.or(config.compression);
@@ -403,7 +409,14 @@ fn take(
     let total: u64 = rest.iter().chain(&control_entries).map(|e| e.size).sum();
     progress.begin("backup", total);
     let changes = match parent {
-        Some(parent) => change_source(client, server, parent, timeline, start_lsn, writer)?,
+        Some(parent) => change_source(
+            client,
+            server,
+            parent,
+            (timeline, start_lsn),
+            writer,
+            options.require_wal_summaries,
+        )?,
         None => None,
     };
     record.change_source = changes.as_ref().map(|c| c.name().to_string());
@@ -500,11 +513,19 @@ fn change_source(
     client: &mut postgres::Client,
     server: &ServerInfo,
     parent: &Parent,
-    timeline: TimelineId,
-    start_lsn: Lsn,
+    (timeline, start_lsn): (TimelineId, Lsn),
     writer: &Writer<'_>,
+    require_summaries: bool,
 ) -> Result<Option<ChangeSource>> {
+    let refuse = |why: &str| {
+        EngineError::Invalid(format!(
+            "-b PAGE and -b PTRACK take the changed blocks from the server's WAL summaries, which cannot be used: {why}; take -b DELTA instead (it reads changed files and compares page LSNs)"
+        ))
+    };
     let Some(parent_lsn) = parent.start_lsn.filter(|_| parent.timeline == Some(timeline)) else {
+        if require_summaries {
+            return Err(refuse("the parent backup is on another timeline"));
+        }
         tracing::info!("the parent backup is on another timeline: changed files are read whole");
         return Ok(None);
     };
@@ -520,6 +541,7 @@ fn change_source(
             SUMMARY_WAIT,
         )? {
             Ok(pieces) => ChangeSource::Summaries(pieces),
+            Err(why) if require_summaries => return Err(refuse(&why)),
             Err(why) => {
                 tracing::info!(
                     "WAL summaries not used ({why}): changed files are read, pages compared by LSN"

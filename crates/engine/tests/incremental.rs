@@ -16,8 +16,23 @@ use cairn_testkit::{PgCluster, PgOptions};
 use common::{add_instance, repository};
 
 fn take(repo: &Repository, mode: BackupMode) -> BackupSummary {
-    let options = BackupOptions { instance: "main".into(), channels: 2, mode, ..Default::default() };
-    backup(repo, &options, &Silent).unwrap()
+    take_with(repo, mode, false).unwrap()
+}
+
+/// `require_wal_summaries`: `-b PAGE` / `-b PTRACK`.
+fn take_with(
+    repo: &Repository,
+    mode: BackupMode,
+    require_wal_summaries: bool,
+) -> cairn_engine::Result<BackupSummary> {
+    let options = BackupOptions {
+        instance: "main".into(),
+        channels: 2,
+        mode,
+        require_wal_summaries,
+        ..Default::default()
+    };
+    backup(repo, &options, &Silent)
 }
 
 fn state(cluster: &PgCluster) -> String {
@@ -94,7 +109,15 @@ fn deltas_restore_and_store_only_what_changed(major: u32, change_source: &str) {
             );
         }
         let accounts: u64 = cluster.psql("SELECT pg_relation_size('pgbench_accounts')").parse().unwrap();
-        let delta = take(&repo, BackupMode::Delta);
+        // PAGE/PTRACK need WAL summaries: refused before anything starts where there are none.
+        let summaries = change_source == "wal-summaries";
+        if !summaries && day == 0 {
+            let before = cairn_engine::catalog::list(&repo, Some("main")).unwrap().len();
+            let refused = take_with(&repo, BackupMode::Delta, true).unwrap_err().to_string();
+            assert!(refused.contains("WAL summaries") && refused.contains("-b DELTA"), "{refused}");
+            assert_eq!(cairn_engine::catalog::list(&repo, Some("main")).unwrap().len(), before);
+        }
+        let delta = take_with(&repo, BackupMode::Delta, summaries && day == 1).unwrap();
         assert_eq!(delta.record.mode, BackupMode::Delta);
         assert_eq!(delta.record.parent.as_deref(), Some(parent.as_str()));
         assert_eq!(delta.record.change_source.as_deref(), Some(change_source));

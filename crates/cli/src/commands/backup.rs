@@ -18,7 +18,9 @@ pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
         note: args.note.clone(),
         no_validate: args.no_validate,
         skip_block_validation: args.skip_block_validation,
-        mode: if args.mode.eq_ignore_ascii_case("delta") { BackupMode::Delta } else { BackupMode::Full },
+        mode: if args.mode.eq_ignore_ascii_case("full") { BackupMode::Full } else { BackupMode::Delta },
+        // PAGE and PTRACK: pg_probackup's block-level modes, here from the server's WAL summaries.
+        require_wal_summaries: ["page", "ptrack"].iter().any(|m| args.mode.eq_ignore_ascii_case(m)),
     };
     let progress = crate::progress::renderer(args.progress, format);
     let s = cairn_engine::backup(&repo, &options, progress.as_ref())?;

@@ -96,6 +96,31 @@ impl ChangedPieces {
     }
 }
 
+/// Refuses, before a backup starts, a server without WAL summaries (`-b PAGE`/`PTRACK`).
+pub(crate) fn check_summaries_on(client: &mut postgres::Client, version_num: u32) -> Result<()> {
+    let why = match summaries_off(client, version_num)? {
+        None => return Ok(()),
+        Some(why) => why,
+    };
+    Err(EngineError::Invalid(format!(
+        "-b PAGE and -b PTRACK take the changed blocks from the server's WAL summaries, but {why}; \
+         take -b DELTA instead (it reads changed files and compares page LSNs), or set summarize_wal = on \
+         (PostgreSQL 17 and later)"
+    )))
+}
+
+/// Why the server keeps no WAL summaries, if it does not.
+fn summaries_off(client: &mut postgres::Client, version_num: u32) -> Result<Option<String>> {
+    if version_num < 170000 {
+        return Ok(Some("the server has no WAL summaries before PostgreSQL 17".into()));
+    }
+    let on: String = client
+        .query_one("SHOW summarize_wal", &[])
+        .map_err(|source| EngineError::Database { during: "reading WAL summaries", source })?
+        .get(0);
+    Ok((on != "on").then(|| "summarize_wal is off".into()))
+}
+
 /// Reads the WAL summaries covering `from..to` on `timeline`, waiting (up to `wait`) for the
 /// summarizer to reach `to`. `Ok(Err(why))` when they cannot be used (older server,
 /// summarization off or behind, summaries removed, a timeline switch).
@@ -107,14 +132,10 @@ pub(crate) fn from_wal_summaries(
     pages_per_piece: u64,
     wait: Duration,
 ) -> Result<std::result::Result<ChangedPieces, String>> {
-    if version_num < 170000 {
-        return Ok(Err("the server has no WAL summaries before PostgreSQL 17".into()));
+    if let Some(why) = summaries_off(client, version_num)? {
+        return Ok(Err(why));
     }
     let db = |source| EngineError::Database { during: "reading WAL summaries", source };
-    let on: String = client.query_one("SHOW summarize_wal", &[]).map_err(db)?.get(0);
-    if on != "on" {
-        return Ok(Err("summarize_wal is off".into()));
-    }
     let tli = i64::from(timeline.get());
     let deadline = Instant::now() + wait;
     loop {
