@@ -59,6 +59,8 @@ pub struct BackupSummary {
     /// Chunks reused from earlier backups.
     pub reused_chunks: u64,
     pub chunks: u64,
+    /// Bytes of the chunks new to the repository, before compression.
+    pub new_bytes: u64,
     /// DELTA: files taken from the parent unread (unchanged size and modification time), and
     /// their bytes.
     pub unchanged_files: u64,
@@ -177,6 +179,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         seconds: 0.0,
         reused_chunks: stats.chunks - stats.new_chunks,
         chunks: stats.chunks,
+        new_bytes: stats.new_bytes,
         unchanged_files: copied.unchanged_files,
         unchanged_bytes: copied.unchanged_bytes,
         reused_bytes: copied.reused_bytes,

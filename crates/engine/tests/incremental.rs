@@ -125,11 +125,14 @@ fn deltas_restore_and_store_only_what_changed(major: u32, change_source: &str) {
         let share = delta.record.stored_bytes as f64 / full.record.stored_bytes as f64;
         eprintln!(
             "PostgreSQL {major} delta {day}: {} of {} files unchanged ({} MiB unread), {} MiB of changed files \
-             from the parent ({change_source}), stored {} KiB = {:.1} % of the full's {} KiB, {:.2} s",
+             from the parent ({change_source}), new data {:.2} % of {} MiB, stored {} KiB = {:.1} % of the \
+             full's {} KiB, {:.2} s",
             delta.unchanged_files,
             delta.files,
             delta.unchanged_bytes >> 20,
             delta.reused_bytes >> 20,
+            delta.new_bytes as f64 * 100.0 / delta.record.data_bytes as f64,
+            delta.record.data_bytes >> 20,
             delta.record.stored_bytes >> 10,
             share * 100.0,
             full.record.stored_bytes >> 10,
