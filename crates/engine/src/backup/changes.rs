@@ -213,3 +213,56 @@ pub(crate) fn older_than(piece: &[u8], lsn: Lsn) -> bool {
             .is_ok_and(|p| p.iter().any(|&b| b != 0) && cairn_pg::page_lsn(p) < lsn)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 16 pages a piece; relation 16384 of database 5 touched in blocks 0, 40 and 131072 + 33
+    /// (its second segment), truncated to 200 blocks; relation 16390 never touched.
+    fn changes() -> ChangedPieces {
+        let key = (1663, 5, 16384, 0);
+        let mut c = ChangedPieces { pages_per_piece: 16, ..Default::default() };
+        c.pieces.insert(key, [0, 2, (131_072 + 33) / 16].into_iter().collect());
+        c.limits.insert(key, 200);
+        c.new_databases.insert((1663, 7));
+        c
+    }
+
+    #[test]
+    fn pieces_of_each_segment_and_from_the_truncation_on() {
+        let c = changes();
+        let first = c.for_file("base/5/16384");
+        let read: Vec<u64> = (0..20).filter(|&p| first.touches(p)).collect();
+        assert_eq!(read, [0, 2, 12, 13, 14, 15, 16, 17, 18, 19]); // block 200 is in piece 12
+                                                                  // The second segment starts past the truncation: read whole.
+        assert_eq!(c.for_file("base/5/16384.1"), FileChanges::Everything);
+        let untouched = c.for_file("base/5/16390.1");
+        assert!((0..8192).all(|p| !untouched.touches(p)));
+    }
+
+    #[test]
+    fn free_space_maps_new_databases_and_other_files_are_read_whole() {
+        let c = changes();
+        assert_eq!(c.for_file("base/5/16390_fsm"), FileChanges::Everything);
+        assert_eq!(c.for_file("base/7/16390"), FileChanges::Everything);
+        assert_eq!(c.for_file("base/5/PG_VERSION"), FileChanges::Everything);
+        assert!(!c.for_file("base/5/16390_vm").touches(0));
+    }
+
+    #[test]
+    fn a_piece_is_older_only_when_every_page_is_initialised_and_older() {
+        let page = |lsn: u64| {
+            let mut p = vec![0u8; BLCKSZ];
+            p[..4].copy_from_slice(&((lsn >> 32) as u32).to_le_bytes());
+            p[4..8].copy_from_slice(&(lsn as u32).to_le_bytes());
+            p
+        };
+        let piece = |lsns: &[u64]| lsns.iter().flat_map(|&l| page(l)).collect::<Vec<u8>>();
+        assert!(older_than(&piece(&[100, 200]), Lsn(300)));
+        assert!(!older_than(&piece(&[100, 300]), Lsn(300)));
+        let mut with_new = piece(&[100]);
+        with_new.extend(vec![0u8; BLCKSZ]); // a new, all-zero page
+        assert!(!older_than(&with_new, Lsn(300)));
+    }
+}
