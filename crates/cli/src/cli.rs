@@ -184,8 +184,8 @@ pub struct BackupArgs {
     #[arg(long)]
     pub instance: String,
     /// Backup mode: FULL, or DELTA (reads only the files changed since the newest backup; a
-    /// FULL when there is none).
-    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta"], default_value = "FULL")]
+    /// FULL when there is none), or LOGICAL (a dump of databases, schemas or tables).
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta", "LOGICAL", "logical"], default_value = "FULL")]
     pub mode: String,
     /// Parallel channels reading, compressing, encrypting and uploading (1-255).
     #[arg(short = 'j', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
@@ -214,6 +214,8 @@ pub struct BackupArgs {
     pub retention: WalRetentionArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub logical: crate::logical_args::LogicalBackupArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
     pub help: Option<bool>,
 }
@@ -239,9 +241,12 @@ pub struct RestoreArgs {
     pub repo: RepoArgs,
     #[arg(long)]
     pub instance: String,
-    /// Target data directory.
+    /// Target data directory (not for -b LOGICAL).
     #[arg(short = 'D', long = "pgdata")]
-    pub pgdata: PathBuf,
+    pub pgdata: Option<PathBuf>,
+    /// LOGICAL restores a logical backup with pg_restore (default: a physical restore).
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["LOGICAL", "logical"])]
+    pub mode: Option<String>,
     /// Backup to restore (default: the newest usable one).
     #[arg(short = 'i', long = "backup-id")]
     pub backup_id: Option<String>,
@@ -267,6 +272,8 @@ pub struct RestoreArgs {
     pub incremental_mode: String,
     #[command(flatten)]
     pub recovery: RecoveryArgs,
+    #[command(flatten)]
+    pub logical: crate::logical_args::LogicalRestoreArgs,
 }
 
 /// A recovery target (PostgreSQL's parameter names).
