@@ -154,7 +154,7 @@ pub fn restore(
         (_, version) => {
             let dumped_by =
                 format!("{} {}", scope.tool.as_deref().unwrap_or("?"), version.as_deref().unwrap_or("?"));
-            let major = version.as_deref().and_then(|v| v.split('.').next()?.parse().ok()).unwrap_or(0);
+            let major = version.as_deref().and_then(tools::major_of).unwrap_or(0);
             let need = Need { major, what: format!("the dump (made by {dumped_by})") };
             Some(tools::find(tool_names.restore, options.tool_dir.as_deref(), &need)?)
         }

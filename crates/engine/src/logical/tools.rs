@@ -117,10 +117,15 @@ fn parse_version(text: &str) -> Option<(String, u32)> {
     text.split_whitespace().find_map(|word| {
         let word = word.trim_start_matches('(').trim_end_matches(')');
         let word = word.strip_prefix(['V', 'v']).unwrap_or(word);
-        let digits: String = word.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let major = digits.parse().ok()?;
-        Some((word.to_string(), major))
+        Some((word.to_string(), major_of(word)?))
     })
+}
+
+/// The major of a version as a tool prints it: its leading number (`15` of `15.18`, `16` of
+/// `16devel`).
+pub fn major_of(version: &str) -> Option<u32> {
+    let digits: String = version.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 impl Tool {
