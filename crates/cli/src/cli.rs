@@ -185,8 +185,9 @@ pub struct BackupArgs {
     pub instance: String,
     /// Backup mode: FULL, or DELTA (reads only what changed since the newest backup; a FULL
     /// when there is none); PAGE and PTRACK are DELTAs that must take the changed blocks from
-    /// the server's WAL summaries (PostgreSQL 17+, summarize_wal = on).
-    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta", "PAGE", "page", "PTRACK", "ptrack"], default_value = "FULL")]
+    /// the server's WAL summaries (PostgreSQL 17+, summarize_wal = on); LOGICAL is a dump of
+    /// databases, schemas or tables.
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["FULL", "full", "DELTA", "delta", "PAGE", "page", "PTRACK", "ptrack", "LOGICAL", "logical"], default_value = "FULL")]
     pub mode: String,
     /// Parallel channels reading, compressing, encrypting and uploading (1-255).
     #[arg(short = 'j', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
@@ -215,6 +216,8 @@ pub struct BackupArgs {
     pub retention: WalRetentionArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub logical: crate::logical_args::LogicalBackupArgs,
     #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
     pub help: Option<bool>,
 }
@@ -240,9 +243,12 @@ pub struct RestoreArgs {
     pub repo: RepoArgs,
     #[arg(long)]
     pub instance: String,
-    /// Target data directory.
+    /// Target data directory (not for -b LOGICAL).
     #[arg(short = 'D', long = "pgdata")]
-    pub pgdata: PathBuf,
+    pub pgdata: Option<PathBuf>,
+    /// LOGICAL restores a logical backup with pg_restore (default: a physical restore).
+    #[arg(short = 'b', long = "backup-mode", value_parser = ["LOGICAL", "logical"])]
+    pub mode: Option<String>,
     /// Backup to restore (default: the newest usable one).
     #[arg(short = 'i', long = "backup-id")]
     pub backup_id: Option<String>,
@@ -268,6 +274,8 @@ pub struct RestoreArgs {
     pub incremental_mode: String,
     #[command(flatten)]
     pub recovery: RecoveryArgs,
+    #[command(flatten)]
+    pub logical: crate::logical_args::LogicalRestoreArgs,
 }
 
 /// A recovery target (PostgreSQL's parameter names).

@@ -37,6 +37,7 @@ pub fn status_of(code: &str) -> i32 {
         "db-unreachable" | "db-error" => 9,
         "restore-refused" => 10,
         "wal-mismatch" | "conflict" => 11,
+        "tool-missing" | "tool-too-old" | "tool-failed" => 12,
         _ => 1,
     }
 }

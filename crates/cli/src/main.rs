@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod logical_args;
 mod output;
 mod password;
 mod progress;

@@ -416,7 +416,7 @@ pub fn report(repo: &Repository, instance: &str) -> Result<ArchiveReport> {
     let backups = crate::catalog::list(repo, Some(instance))?;
     let reach = backups
         .iter()
-        .filter(|b| b.record.status.is_restorable() && b.has_files)
+        .filter(|b| b.record.status.is_restorable() && b.has_files && b.record.mode.is_physical())
         .map(|b| {
             let plan = crate::recovery::plan(
                 repo,

@@ -94,8 +94,11 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     let existing = catalog::list(repo, Some(&options.instance))?;
     // A DELTA needs a parent: the newest usable backup; without one it is a FULL.
     let parent = match options.mode {
-        BackupMode::Delta => existing.iter().rev().find(|b| b.record.status.is_restorable() && b.has_files),
-        BackupMode::Full => None,
+        BackupMode::Delta => existing
+            .iter()
+            .rev()
+            .find(|b| b.record.status.is_restorable() && b.has_files && b.record.mode.is_physical()),
+        BackupMode::Full | BackupMode::Logical => None,
     };
     let now = chrono::Utc::now();
     let mut record = BackupRecord {
@@ -126,6 +129,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         holder: Some(format!("{}:{}", cairn_repo::lock::hostname(), std::process::id())),
         error: None,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
+        logical: None,
     };
     let parent = match parent {
         Some(p) => Some(Parent::load(repo, p)?),

@@ -20,6 +20,16 @@ pub enum BackupMode {
     /// Reads only the files changed since its parent (size or modification time); every
     /// other file's chunks are the parent's. Restores on its own, like a full backup.
     Delta,
+    /// A dump taken by the server's dump tool (docs/format.md §9): restored with pg_restore,
+    /// never a parent, never a starting point for WAL replay.
+    Logical,
+}
+
+impl BackupMode {
+    /// A copy of the data directory (FULL or DELTA), as opposed to a logical dump.
+    pub fn is_physical(self) -> bool {
+        self != BackupMode::Logical
+    }
 }
 
 /// gs_probackup's statuses.
@@ -112,6 +122,9 @@ pub struct BackupRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub program_version: String,
+    /// LOGICAL: what was dumped, and with which tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical: Option<crate::logical::LogicalScope>,
 }
 
 /// A backup as listed: its record and the manifest that holds it.
@@ -217,7 +230,7 @@ pub fn rewrite(repo: &Repository, backup: &BackupInfo, record: &BackupRecord) ->
     Ok(repo.replace_meta(&backup.manifest, meta)?)
 }
 
-/// The backup `id` of `instance`, or its newest restorable backup.
+/// The backup `id` of `instance`, or its newest restorable physical backup.
 pub fn find(repo: &Repository, instance: &str, id: Option<&str>) -> Result<BackupInfo> {
     let backups = list(repo, Some(instance))?;
     match id {
@@ -228,7 +241,7 @@ pub fn find(repo: &Repository, instance: &str, id: Option<&str>) -> Result<Backu
         None => backups
             .into_iter()
             .rev()
-            .find(|b| b.record.status.is_restorable() && b.has_files)
+            .find(|b| b.record.status.is_restorable() && b.has_files && b.record.mode.is_physical())
             .ok_or_else(|| EngineError::NoBackup(instance.into())),
     }
 }

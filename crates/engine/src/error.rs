@@ -34,6 +34,15 @@ pub enum EngineError {
     Refused(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// A dump tool (pg_dump, pg_restore, ...) that is not installed where cairn looks.
+    #[error("{0}")]
+    ToolMissing(String),
+    /// A dump tool of an older major version than the server (or than the dump it reads).
+    #[error("{0}")]
+    ToolTooOld(String),
+    /// A dump tool that ran and failed; the message ends with what it said.
+    #[error("{tool} failed ({status}): {stderr}")]
+    ToolFailed { tool: String, status: String, stderr: String },
 }
 
 impl EngineError {
@@ -54,6 +63,9 @@ impl EngineError {
             EngineError::Refused(_) => "restore-refused",
             EngineError::WalMismatch(_) => "wal-mismatch",
             EngineError::Io { .. } => "io",
+            EngineError::ToolMissing(_) => "tool-missing",
+            EngineError::ToolTooOld(_) => "tool-too-old",
+            EngineError::ToolFailed { .. } => "tool-failed",
         }
     }
 }

@@ -9,6 +9,7 @@ mod connect;
 pub mod error;
 pub mod instance;
 pub mod lifecycle;
+pub mod logical;
 pub mod progress;
 pub mod recovery;
 pub mod restore;

@@ -129,8 +129,11 @@ pub fn plan(
     target: &Target,
     timeline: Option<TimelineTarget>,
 ) -> Result<Plan> {
-    let usable: Vec<&BackupInfo> =
-        backups.iter().filter(|b| b.record.status.is_restorable() && b.has_files).collect();
+    // Logical dumps are no starting point for WAL replay.
+    let usable: Vec<&BackupInfo> = backups
+        .iter()
+        .filter(|b| b.record.status.is_restorable() && b.has_files && b.record.mode.is_physical())
+        .collect();
     if let Some(id) = chosen {
         if !backups.iter().any(|b| b.record.id.eq_ignore_ascii_case(id)) {
             return Err(EngineError::UnknownBackup { instance: instance.into(), id: id.into() });

@@ -82,6 +82,12 @@ pub fn restore(
         }
         None => (catalog::find(repo, &options.instance, options.backup_id.as_deref())?, None),
     };
+    if !backup.record.mode.is_physical() {
+        return Err(EngineError::Refused(format!(
+            "backup {} is a logical dump: restore it with 'cairn restore -b LOGICAL'",
+            backup.record.id
+        )));
+    }
     if !backup.record.status.is_restorable() || !backup.has_files {
         return Err(EngineError::Refused(format!(
             "backup {} has status {:?}{}",

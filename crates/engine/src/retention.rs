@@ -59,6 +59,18 @@ pub fn expired(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc
     if !policy.is_set() {
         return Vec::new();
     }
+    // Logical dumps restore something else than physical backups: the policy keeps each
+    // series on its own, a dump counting as a FULL of its series.
+    if backups.iter().any(|b| b.mode == BackupMode::Logical) {
+        let (dumps, physical): (Vec<Candidate>, Vec<Candidate>) =
+            backups.iter().cloned().partition(|b| b.mode == BackupMode::Logical);
+        let dumps: Vec<Candidate> =
+            dumps.into_iter().map(|b| Candidate { mode: BackupMode::Full, ..b }).collect();
+        let mut out = expired(&physical, policy, now);
+        out.extend(expired(&dumps, policy, now));
+        out.sort_by_key(|e| backups.iter().find(|b| b.id == e.id).map(|b| b.end_time));
+        return out;
+    }
     let mut usable: Vec<&Candidate> = backups.iter().filter(|b| b.status.is_restorable()).collect();
     usable.sort_by_key(|b| b.end_time);
     // Redundancy: from the start of the N-th newest FULL on.

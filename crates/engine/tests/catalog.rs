@@ -32,6 +32,7 @@ fn record(id: &str, status: BackupStatus, holder: Option<&str>) -> serde_json::V
         holder: holder.map(String::from),
         error: None,
         program_version: "test".into(),
+        logical: None,
     };
     serde_json::to_value(r).expect("record")
 }

@@ -7,6 +7,14 @@ use crate::cli::{BackupArgs, Format};
 use crate::output;
 
 pub fn run(format: Format, args: &BackupArgs) -> anyhow::Result<()> {
+    if args.mode.eq_ignore_ascii_case("logical") {
+        return super::logical::backup(format, args);
+    }
+    if args.logical.given() {
+        return Err(crate::exit::usage(
+            "--database, --schema, --table and the other dump options need -b LOGICAL",
+        ));
+    }
     let repo = super::open(&args.repo)?;
     let compression = args.compression.parse()?;
     let options = BackupOptions {

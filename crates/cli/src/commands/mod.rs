@@ -7,6 +7,7 @@ mod init;
 mod instance;
 mod key;
 mod lifecycle;
+mod logical;
 mod prune;
 mod restore;
 mod show;

@@ -8,12 +8,21 @@ use crate::exit::usage;
 use crate::output;
 
 pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
+    if args.mode.is_some() {
+        return super::logical::restore(format, args);
+    }
+    if args.logical.given() {
+        return Err(usage(
+            "--database, --new-name, --schema, --table, --target-* and --clean need -b LOGICAL",
+        ));
+    }
+    let pgdata = args.pgdata.as_deref().ok_or_else(|| usage("give the target data directory: -D DIR"))?;
     let recovery = recovery_options(args)?;
     let repo = super::open(&args.repo)?;
     let options = RestoreOptions {
         instance: args.instance.clone(),
         backup_id: args.backup_id.clone(),
-        target: std::path::absolute(&args.pgdata)?,
+        target: std::path::absolute(pgdata)?,
         channels: args.threads as usize,
         tablespace_mapping: args.tablespace_mapping.clone(),
         external_mapping: args.external_mapping.clone(),

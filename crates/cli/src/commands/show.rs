@@ -28,7 +28,7 @@ pub fn run(format: Format, args: &ShowArgs) -> anyhow::Result<()> {
 
 fn table(backups: &[BackupInfo]) -> String {
     let mut out = format!(
-        "{:<12} {:<8} {:<20} {:<5} {:<8} {:<4} {:>10} {:>10} {:>8} {:<12} {:<12}\n",
+        "{:<12} {:<8} {:<20} {:<7} {:<8} {:<4} {:>10} {:>10} {:>8} {:<12} {:<12}\n",
         "INSTANCE",
         "ID",
         "START TIME",
@@ -45,7 +45,7 @@ fn table(backups: &[BackupInfo]) -> String {
         let r = &b.record;
         let duration = r.end_time.map(|e| (e - r.start_time).num_milliseconds() as f64 / 1000.0);
         out += &format!(
-            "{:<12} {:<8} {:<20} {:<5} {:<8} {:<4} {:>10} {:>10} {:>8} {:<12} {:<12}\n",
+            "{:<12} {:<8} {:<20} {:<7} {:<8} {:<4} {:>10} {:>10} {:>8} {:<12} {:<12}\n",
             r.instance,
             r.id,
             r.start_time.format("%Y-%m-%d %H:%M:%S"),
@@ -59,7 +59,7 @@ fn table(backups: &[BackupInfo]) -> String {
             r.stop_lsn.map_or("-".into(), |l| l.to_string()),
         );
     }
-    out
+    out + &super::logical::scopes(backups)
 }
 
 fn archive_table(report: &cairn_engine::archive::ArchiveReport) -> String {

@@ -1,0 +1,643 @@
+//! Restoring a logical backup with the flavor's `pg_restore`: a whole database (into a new
+//! database, under its name or another), or one schema or table out of it, into the same or
+//! another cluster; time ranges with COPY. Everything that would be replaced is found before
+//! anything changes, and refused unless `clean`.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use cairn_repo::{FileEntry, RepoError, Repository};
+
+use super::range::{self, Stored};
+use super::toc::{self, Chosen, TableName};
+use super::tools::{self, Need, Said, Tool};
+use super::{
+    component, database_dir, quote_ident, DumpFormat, LogicalScope, Server, CUSTOM_FILE, GLOBALS_FILE, ROOT,
+};
+use crate::catalog::{self, BackupInfo, BackupMode};
+use crate::connect::connect;
+use crate::error::{EngineError, Result};
+use crate::instance::{self, Connection};
+use crate::progress::{Progress, Silent};
+
+#[derive(Debug, Clone, Default)]
+pub struct LogicalRestoreOptions {
+    pub instance: String,
+    /// The backup (default: the newest usable logical backup of the instance).
+    pub backup_id: Option<String>,
+    /// Only this database of the backup (default: all of them, and the globals).
+    pub database: Option<String>,
+    /// Restore the database under this name (one database only).
+    pub new_name: Option<String>,
+    /// Only these schemas, or tables (`schema.table`, or `table` when one schema has it).
+    pub schemas: Vec<String>,
+    pub tables: Vec<String>,
+    /// Where to restore: overrides the instance's connection (another cluster).
+    pub target: Connection,
+    /// pg_restore jobs (directory-format dumps).
+    pub jobs: usize,
+    /// Replace what exists: drop and recreate a database; drop the schemas and tables being
+    /// restored; delete the rows of a time range.
+    pub clean: bool,
+    /// Do not restore the objects' owners (`pg_restore --no-owner`): for a cluster without
+    /// the source's roles.
+    pub no_owner: bool,
+    /// Where directory-format dumps are put back together (default: the system's temporary
+    /// directory).
+    pub scratch_dir: Option<PathBuf>,
+    /// Where the restore tools are (default: PATH, then /usr/lib/postgresql/<major>/bin).
+    pub tool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogicalRestoreSummary {
+    pub backup_id: String,
+    /// The server restored into, `host:port`.
+    pub target: String,
+    pub databases: Vec<RestoredDatabase>,
+    /// Whether roles and tablespaces were restored.
+    pub globals: bool,
+    /// Bytes of the dump read from the repository.
+    pub bytes: u64,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
+    /// Statements of the globals that failed (roles that exist already, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredDatabase {
+    /// The database in the backup.
+    pub database: String,
+    /// The database restored into.
+    pub into: String,
+    /// Whether the restore created it.
+    pub created: bool,
+    /// Whether it existed and was dropped first (`clean`).
+    pub replaced: bool,
+    /// A part restored: its schemas, and its relations as `schema.name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Time ranges: rows loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+/// Where a database's dump is read from.
+#[derive(Debug)]
+enum Input {
+    /// A directory-format dump put back together in scratch space.
+    Directory(PathBuf),
+    /// A custom-format dump, streamed to the tool's standard input.
+    Custom(FileEntry),
+}
+
+/// What will be done to one database.
+#[derive(Debug)]
+enum Work {
+    /// Everything, into a database the restore creates.
+    Whole(Input),
+    /// The chosen entries (`pg_restore -L`), into a database that may exist.
+    Part { input: Input, list: PathBuf, chosen: Chosen },
+    /// Time ranges into existing tables.
+    Ranges(Vec<Stored>),
+}
+
+/// What a target database has of what a restore brings.
+#[derive(Debug, Default)]
+struct Present {
+    schemas: Vec<String>,
+    /// `(schema, name)`.
+    relations: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Plan {
+    database: String,
+    into: String,
+    exists: bool,
+    work: Work,
+}
+
+pub fn restore(
+    repo: &Repository,
+    options: &LogicalRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<LogicalRestoreSummary> {
+    let started = Instant::now();
+    let backup = choose_backup(repo, options)?;
+    let scope = backup.record.logical.clone().ok_or_else(|| {
+        EngineError::Invalid(format!("backup {} has no record of what it dumped", backup.record.id))
+    })?;
+    let databases = databases(&backup, &scope, options)?;
+    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
+    repo.load_index()?;
+    let entries = crate::restore::entries_of(repo, &backup)?;
+    let (_, config) = instance::find(repo, &options.instance)?;
+    let connection = config.connection.overridden_by(&options.target);
+    let mut admin = connect(&connection)?;
+    let server = Server::read(&mut admin)?;
+    let tool_names = server.flavor.info().tools;
+    let restorer = match (scope.format, &scope.tool_version) {
+        (DumpFormat::Copy, _) => None,
+        (_, version) => {
+            let dumped_by =
+                format!("{} {}", scope.tool.as_deref().unwrap_or("?"), version.as_deref().unwrap_or("?"));
+            let major = version.as_deref().and_then(tools::major_of).unwrap_or(0);
+            let need = Need { major, what: format!("the dump (made by {dumped_by})") };
+            Some(tools::find(tool_names.restore, options.tool_dir.as_deref(), &need)?)
+        }
+    };
+    let with_globals = scope.globals
+        && options.database.is_none()
+        && options.schemas.is_empty()
+        && options.tables.is_empty();
+    let psql = match with_globals {
+        true => {
+            let need = Need { major: 0, what: String::new() };
+            Some(tools::find(tool_names.sql_client, options.tool_dir.as_deref(), &need)?)
+        }
+        false => None,
+    };
+    let parent = options.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::Builder::new()
+        .prefix("cairn-restore-")
+        .tempdir_in(&parent)
+        .map_err(|e| EngineError::io(format!("making scratch space in {}", parent.display()), e))?;
+
+    let wanted = |e: &FileEntry| {
+        e.meta.get("globals").is_some_and(|_| with_globals)
+            || e.meta
+                .get("database")
+                .and_then(|d| d.as_str())
+                .is_some_and(|d| databases.iter().any(|w| w == d))
+    };
+    let total: u64 = entries.iter().filter(|e| wanted(e)).map(|e| e.size).sum();
+    progress.begin("restore", total);
+    let loader = Loader {
+        repo,
+        options,
+        scope: &scope,
+        entries: &entries,
+        connection: &connection,
+        scratch: scratch.path(),
+        restorer: restorer.as_ref(),
+        progress,
+    };
+    // First what would be replaced, for every database, before anything changes.
+    let mut plans = Vec::new();
+    for database in &databases {
+        plans.push(loader.plan(&mut admin, database)?);
+    }
+    let mut warnings = Vec::new();
+    if let Some(psql) = &psql {
+        warnings = loader.globals(psql)?;
+    }
+    let mut restored = Vec::new();
+    for plan in plans {
+        restored.push(loader.run(&mut admin, plan)?);
+    }
+    progress.end();
+    Ok(LogicalRestoreSummary {
+        backup_id: backup.record.id.clone(),
+        target: format!(
+            "{}:{}",
+            connection.host.as_deref().unwrap_or("(default host)"),
+            connection.port.map_or("(default port)".into(), |p| p.to_string())
+        ),
+        databases: restored,
+        globals: with_globals,
+        bytes: total,
+        seconds: started.elapsed().as_secs_f64(),
+        tool: restorer.as_ref().map(|t| t.name.clone()),
+        tool_version: restorer.as_ref().map(|t| t.version.clone()),
+        warnings,
+    })
+}
+
+/// The backup asked for, which must be a usable logical one; by default the newest.
+fn choose_backup(repo: &Repository, options: &LogicalRestoreOptions) -> Result<BackupInfo> {
+    let backup = match &options.backup_id {
+        Some(id) => catalog::find(repo, &options.instance, Some(id))?,
+        None => catalog::list(repo, Some(&options.instance))?
+            .into_iter()
+            .rev()
+            .find(|b| b.record.mode == BackupMode::Logical && b.record.status.is_restorable() && b.has_files)
+            .ok_or_else(|| EngineError::NoBackup(options.instance.clone()))?,
+    };
+    if backup.record.mode != BackupMode::Logical {
+        return Err(EngineError::Invalid(format!(
+            "backup {} is a physical backup: restore it into a data directory, without -b LOGICAL",
+            backup.record.id
+        )));
+    }
+    if !backup.record.status.is_restorable() || !backup.has_files {
+        return Err(EngineError::Refused(format!(
+            "backup {} has status {:?}{}",
+            backup.record.id,
+            backup.record.status,
+            backup.record.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        )));
+    }
+    Ok(backup)
+}
+
+/// The databases of the backup to restore, after checking the options fit the backup.
+fn databases(
+    backup: &BackupInfo,
+    scope: &LogicalScope,
+    options: &LogicalRestoreOptions,
+) -> Result<Vec<String>> {
+    let invalid = |m: String| Err(EngineError::Invalid(m));
+    let databases = match &options.database {
+        Some(db) if scope.databases.contains(db) => vec![db.clone()],
+        Some(db) => {
+            return invalid(format!(
+                "backup {} has no database '{db}'; it has {}",
+                backup.record.id,
+                scope.databases.join(", ")
+            ))
+        }
+        None => scope.databases.clone(),
+    };
+    if options.new_name.is_some() && databases.len() != 1 {
+        return invalid(format!(
+            "--new-name restores one database, and backup {} has {}: choose one with --database",
+            backup.record.id,
+            databases.len()
+        ));
+    }
+    if scope.format == DumpFormat::Copy && !options.schemas.is_empty() {
+        return invalid(
+            "a time-range backup holds rows of tables: choose them with --table, not --schema".into(),
+        );
+    }
+    Ok(databases)
+}
+
+/// One restore's doing.
+struct Loader<'a> {
+    repo: &'a Repository,
+    options: &'a LogicalRestoreOptions,
+    scope: &'a LogicalScope,
+    entries: &'a [FileEntry],
+    connection: &'a Connection,
+    scratch: &'a Path,
+    restorer: Option<&'a Tool>,
+    progress: &'a dyn Progress,
+}
+
+impl Loader<'_> {
+    /// What restoring `database` will do, refused if it would replace something without
+    /// `clean`. Directory dumps are put back together in scratch space now.
+    fn plan(&self, admin: &mut postgres::Client, database: &str) -> Result<Plan> {
+        let into = self.options.new_name.clone().unwrap_or_else(|| database.to_string());
+        let exists = !admin
+            .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&into])
+            .map_err(|source| EngineError::Database { during: "looking for the target database", source })?
+            .is_empty();
+        let files: Vec<&FileEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.meta.get("database").and_then(|d| d.as_str()) == Some(database))
+            .collect();
+        if self.scope.format == DumpFormat::Copy {
+            let stored: Vec<Stored> = Stored::of(self.entries, database)
+                .into_iter()
+                .filter(|s| self.options.tables.is_empty() || self.options.tables.iter().any(|t| names(s, t)))
+                .collect();
+            if stored.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "the backup has no range of {} in database '{database}'",
+                    self.options.tables.join(", ")
+                )));
+            }
+            if !exists {
+                return Err(EngineError::Refused(format!(
+                    "database '{into}' does not exist: a time range loads into existing tables"
+                )));
+            }
+            let range = self.scope.time_range.as_ref().ok_or_else(|| no_range(database))?;
+            range::refusals(self.connection, &into, &stored, range, self.options.clean)?;
+            return Ok(Plan { database: database.into(), into, exists, work: Work::Ranges(stored) });
+        }
+        let whole = self.scope.schemas.is_empty()
+            && self.scope.tables.is_empty()
+            && self.options.schemas.is_empty()
+            && self.options.tables.is_empty();
+        if whole && exists && !self.options.clean {
+            return Err(EngineError::Refused(format!(
+                "database '{into}' exists on the target: give --clean to drop and recreate it, or --new-name to restore beside it"
+            )));
+        }
+        let input = match self.scope.format {
+            DumpFormat::Custom => {
+                let path = format!("{}/{CUSTOM_FILE}", database_dir(database));
+                let entry = files.iter().find(|e| e.path == path).ok_or_else(|| missing(database))?;
+                Input::Custom((*entry).clone())
+            }
+            _ => Input::Directory(self.materialize(database, &files)?),
+        };
+        if whole {
+            return Ok(Plan { database: database.into(), into, exists, work: Work::Whole(input) });
+        }
+        let listing = self.pg_restore(&input, &["--list", "--verbose"], &Silent)?.stdout;
+        let toc = toc::parse(&listing);
+        let tables: Vec<TableName> = self.options.tables.iter().map(|t| TableName::parse(t)).collect();
+        let mut chosen = toc::choose(&toc, &self.options.schemas, &tables, database)?;
+        let present = match exists {
+            true => self.present(&into, &chosen)?,
+            false => Present::default(),
+        };
+        // A table restored on its own needs its schema: created when the target lacks it.
+        let lacking: Vec<String> = chosen
+            .relations
+            .iter()
+            .map(|(s, _)| s.clone())
+            .filter(|s| !present.schemas.contains(s))
+            .collect();
+        chosen.add_schemas(&toc, &lacking);
+        let clashes: Vec<String> = (chosen.schemas.iter().filter(|s| present.schemas.contains(s)))
+            .map(|s| format!("schema {s}"))
+            .chain(present.relations.iter().map(|(s, n)| format!("{s}.{n}")))
+            .collect();
+        if !clashes.is_empty() && !self.options.clean {
+            return Err(EngineError::Refused(format!(
+                "{} exist(s) in database '{into}' already: give --clean to replace them",
+                clashes.join(", ")
+            )));
+        }
+        let list = self.scratch.join(format!("{}.list", component(database)));
+        std::fs::write(&list, chosen.list(&toc))
+            .map_err(|e| EngineError::io(format!("writing {}", list.display()), e))?;
+        Ok(Plan { database: database.into(), into, exists, work: Work::Part { input, list, chosen } })
+    }
+
+    /// The schemas (chosen, or holding a chosen relation) and the relations of `chosen` that
+    /// `database` has already.
+    fn present(&self, database: &str, chosen: &Chosen) -> Result<Present> {
+        let connection = Connection { database: Some(database.to_string()), ..self.connection.clone() };
+        let mut client = connect(&connection)?;
+        let db =
+            |source| EngineError::Database { during: "looking for what the restore would replace", source };
+        let mut schemas = Vec::new();
+        for schema in chosen.schemas.iter().chain(chosen.relations.iter().map(|(s, _)| s)) {
+            let found =
+                client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[schema]).map_err(db)?;
+            if !found.is_empty() && !schemas.contains(schema) {
+                schemas.push(schema.clone());
+            }
+        }
+        let mut relations = Vec::new();
+        for (schema, name) in &chosen.relations {
+            let found = client
+                .query(
+                    "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2",
+                    &[schema, name],
+                )
+                .map_err(db)?;
+            if !found.is_empty() {
+                relations.push((schema.clone(), name.clone()));
+            }
+        }
+        Ok(Present { schemas, relations })
+    }
+
+    /// Drops a database; when the connection is to that database, from `template1` instead.
+    fn drop_database(&self, admin: &mut postgres::Client, name: &str) -> Result<()> {
+        let db = |source| EngineError::Database { during: "dropping the database", source };
+        let current: String = admin.query_one("SELECT current_database()::text", &[]).map_err(db)?.get(0);
+        if current == name {
+            *admin = connect(&Connection { database: Some("template1".into()), ..self.connection.clone() })?;
+        }
+        admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(name))).map_err(db)
+    }
+
+    /// Restores one database as planned.
+    fn run(&self, admin: &mut postgres::Client, plan: Plan) -> Result<RestoredDatabase> {
+        let mut done = RestoredDatabase {
+            database: plan.database.clone(),
+            into: plan.into.clone(),
+            created: false,
+            replaced: false,
+            schemas: Vec::new(),
+            tables: Vec::new(),
+            rows: None,
+        };
+        let (input, list) = match &plan.work {
+            Work::Ranges(stored) => {
+                let range = self.scope.time_range.as_ref().ok_or_else(|| no_range(&plan.database))?;
+                let rows = range::load(
+                    self.repo,
+                    self.connection,
+                    &plan.into,
+                    stored,
+                    range,
+                    self.options.clean,
+                    self.progress,
+                )?;
+                done.tables = stored.iter().map(Stored::name).collect();
+                done.rows = Some(rows);
+                return Ok(done);
+            }
+            Work::Whole(input) => {
+                if plan.exists {
+                    self.drop_database(admin, &plan.into)?;
+                    done.replaced = true;
+                }
+                (input, None)
+            }
+            Work::Part { input, list, chosen } => {
+                done.schemas = chosen.schemas.clone();
+                done.tables = chosen.relations.iter().map(|(s, n)| format!("{s}.{n}")).collect();
+                (input, Some(list))
+            }
+        };
+        if !plan.exists || done.replaced {
+            // From template0: a dump brings everything but what CREATE DATABASE itself makes.
+            admin
+                .batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&plan.into)))
+                .map_err(|source| EngineError::Database { during: "creating the database", source })?;
+            done.created = true;
+        }
+        let dbname = format!("--dbname={}", conninfo_dbname(&plan.into));
+        let mut args: Vec<String> = vec![dbname, "--exit-on-error".into()];
+        if self.options.no_owner {
+            args.push("--no-owner".into());
+        }
+        if let Some(list) = list {
+            args.push(format!("--use-list={}", list.display()));
+            if plan.exists {
+                args.extend(["--clean".into(), "--if-exists".into()]);
+            }
+        }
+        // A custom dump arrives on standard input, read once in order: no parallel jobs.
+        if matches!(input, Input::Directory(_)) && self.options.jobs > 1 {
+            args.push(format!("--jobs={}", self.options.jobs));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if let Err(e) = self.pg_restore(input, &args, self.progress) {
+            // A database this restore made is not left half-filled.
+            if done.created {
+                let _ = self.drop_database(admin, &plan.into);
+            }
+            return Err(e);
+        }
+        Ok(done)
+    }
+
+    /// Runs the restore tool with `args` on `input`.
+    fn pg_restore(&self, input: &Input, args: &[&str], progress: &dyn Progress) -> Result<Said> {
+        let tool = self.restorer.ok_or_else(|| EngineError::Invalid("no restore tool".into()))?;
+        let mut cmd = tool.command(self.connection, None);
+        cmd.args(args).stdout(Stdio::piped());
+        match input {
+            Input::Directory(dir) => {
+                cmd.arg("--format=directory").arg(dir);
+                let mut running = tool.spawn(cmd)?;
+                running.collect_stdout();
+                running.wait()
+            }
+            Input::Custom(entry) => {
+                cmd.arg("--format=custom").stdin(Stdio::piped());
+                self.feed(tool, cmd, entry, progress)
+            }
+        }
+    }
+
+    /// Runs `cmd` with `entry`'s content on its standard input.
+    fn feed(&self, tool: &Tool, cmd: Command, entry: &FileEntry, progress: &dyn Progress) -> Result<Said> {
+        let mut running = tool.spawn(cmd)?;
+        running.collect_stdout();
+        let fed = match running.child.stdin.take() {
+            Some(stdin) => {
+                let mut out = Counting { inner: stdin, progress };
+                self.repo.restore_file(&entry.chunks, &mut out).map(|_| ())
+            }
+            None => Ok(()),
+        };
+        let said = running.wait();
+        match fed {
+            // The tool stopped reading: what it says about that is the story (a listing
+            // needs only the head of the dump, and a failure its own message).
+            Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => said,
+            Err(e) => Err(e.into()),
+            Ok(()) => said,
+        }
+    }
+
+    /// Writes the files of `database`'s directory dump into scratch space.
+    fn materialize(&self, database: &str, files: &[&FileEntry]) -> Result<PathBuf> {
+        let dir = self.scratch.join(component(database));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
+        let prefix = format!("{}/", database_dir(database));
+        let dump_files: Vec<&FileEntry> = files
+            .iter()
+            .copied()
+            .filter(|e| e.path.strip_prefix(&prefix).is_some_and(|n| !n.contains('/')))
+            .collect();
+        if dump_files.is_empty() {
+            return Err(missing(database));
+        }
+        let jobs = self.options.jobs.max(1);
+        self.repo.restore_files(
+            &dump_files.iter().map(|e| (*e).clone()).collect::<Vec<_>>(),
+            jobs,
+            |entry| {
+                let name = entry.path.strip_prefix(&prefix).unwrap_or(&entry.path);
+                let path = dir.join(name);
+                let file = File::create(&path)
+                    .map_err(|e| RepoError::io(format!("creating {}", path.display()), e))?;
+                Ok(Counting { inner: file, progress: self.progress })
+            },
+        )?;
+        Ok(dir)
+    }
+
+    /// Runs the globals (roles, tablespaces) through the SQL client, going on past failing
+    /// statements (the roles that exist already); returns their messages.
+    fn globals(&self, psql: &Tool) -> Result<Vec<String>> {
+        let Some(entry) = self.entries.iter().find(|e| e.path == format!("{ROOT}/{GLOBALS_FILE}")) else {
+            return Ok(Vec::new());
+        };
+        let path = self.scratch.join(GLOBALS_FILE);
+        let mut file =
+            File::create(&path).map_err(|e| EngineError::io(format!("creating {}", path.display()), e))?;
+        self.repo.restore_file(&entry.chunks, &mut Counting { inner: &mut file, progress: self.progress })?;
+        drop(file);
+        let mut cmd = psql.command(self.connection, None);
+        let database = self.connection.database.as_deref().unwrap_or("postgres");
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0", &format!("--dbname={}", conninfo_dbname(database))])
+            .arg("--file")
+            .arg(&path);
+        let said = psql.spawn(cmd)?.wait()?;
+        Ok(said.stderr.lines().filter(|l| l.contains("ERROR")).map(str::to_string).collect())
+    }
+}
+
+/// Whether `--table` text names a stored range (`schema.table`, or `table`).
+fn names(stored: &Stored, text: &str) -> bool {
+    let t = TableName::parse(text);
+    t.name == stored.table && t.schema.as_ref().is_none_or(|s| *s == stored.schema)
+}
+
+fn missing(database: &str) -> EngineError {
+    EngineError::Repo(RepoError::damaged(
+        "backup",
+        database_dir(database),
+        "the dump of the database is missing",
+    ))
+}
+
+fn no_range(database: &str) -> EngineError {
+    EngineError::Invalid(format!("the backup has ranges of database '{database}' but no time range recorded"))
+}
+
+/// A database name as a libpq connection string (`dbname='...'`), so that a name holding `=`
+/// is never taken for one.
+fn conninfo_dbname(name: &str) -> String {
+    format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Counts what passes through as progress.
+struct Counting<'p, W> {
+    inner: W,
+    progress: &'p dyn Progress,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_quoted_for_libpq() {
+        assert_eq!(conninfo_dbname("plain"), "dbname='plain'");
+        assert_eq!(conninfo_dbname("a=b c"), "dbname='a=b c'");
+        assert_eq!(conninfo_dbname("o'k\\"), "dbname='o\\'k\\\\'");
+    }
+}

@@ -1,0 +1,231 @@
+//! Time-range dumps of time-series tables: the rows of each table whose time column lies in
+//! `[from, to)`, as `COPY (SELECT ...) TO STDOUT` text, all tables of a database from one
+//! snapshot; restored with `COPY ... FROM STDIN` into the existing table, in one transaction.
+
+use std::io::{self, Read};
+
+use postgres::{IsolationLevel, Transaction};
+
+use cairn_repo::{ChunkerKind, FileEntry, Repository};
+
+use super::dump::{Done, Dump};
+use super::{component, database_dir, TimeRange};
+use crate::connect::connect;
+use crate::error::{EngineError, Result};
+use crate::instance::Connection;
+use crate::progress::Progress;
+
+/// Copies the range of every table of the backup's options out of `database`.
+pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mut Done) -> Result<()> {
+    let connection = Connection { database: Some(database.to_string()), ..dump.connection.clone() };
+    let mut client = connect(&connection)?;
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(|source| EngineError::Database { during: "starting the copy", source })?;
+    for table in &dump.options.tables {
+        let (schema, name) = resolve(&mut tx, database, table)?;
+        let sql = statement(
+            &mut tx,
+            "COPY (SELECT * FROM %I.%I WHERE %I >= %L AND %I < %L) TO STDOUT",
+            &schema,
+            &name,
+            range,
+        )?;
+        let reader = tx.copy_out(&sql).map_err(|e| copy_error(database, &schema, &name, e))?;
+        let mut rows = Rows { inner: reader, rows: 0, ended: false, progress: dump.progress };
+        let (chunks, size) = dump.writer.store(&mut rows, ChunkerKind::ContentDefined)?;
+        let path =
+            format!("{}/range/{}.{}.copy", database_dir(database), component(&schema), component(&name));
+        let meta =
+            serde_json::json!({"database": database, "schema": schema, "table": name, "rows": rows.rows});
+        dump.add(&path, size, chunks, meta, done)?;
+        done.rows += rows.rows;
+    }
+    tx.commit().map_err(|source| EngineError::Database { during: "ending the copy", source })
+}
+
+/// A stored range of one table.
+#[derive(Debug, Clone)]
+pub(super) struct Stored {
+    pub schema: String,
+    pub table: String,
+    pub entry: FileEntry,
+}
+
+impl Stored {
+    /// The range files of a backup's entries for `database`.
+    pub fn of(entries: &[FileEntry], database: &str) -> Vec<Stored> {
+        entries
+            .iter()
+            .filter(|e| e.meta.get("database").and_then(|d| d.as_str()) == Some(database))
+            .filter_map(|e| {
+                let text = |key: &str| e.meta.get(key).and_then(|v| v.as_str()).map(str::to_string);
+                Some(Stored { schema: text("schema")?, table: text("table")?, entry: e.clone() })
+            })
+            .collect()
+    }
+
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// Loads the ranges into their tables in one transaction: each table must exist; rows
+/// already in its range are refused, or with `clean` deleted first. Returns the rows loaded.
+pub(super) fn load(
+    repo: &Repository,
+    connection: &Connection,
+    database: &str,
+    stored: &[Stored],
+    range: &TimeRange,
+    clean: bool,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
+    let mut client = connect(&connection)?;
+    let mut tx = client
+        .transaction()
+        .map_err(|source| EngineError::Database { during: "starting the load", source })?;
+    check(&mut tx, database, stored, range, clean)?;
+    let mut rows = 0;
+    for s in stored {
+        if clean {
+            let sql = statement(
+                &mut tx,
+                "DELETE FROM %I.%I WHERE %I >= %L AND %I < %L",
+                &s.schema,
+                &s.table,
+                range,
+            )?;
+            tx.batch_execute(&sql).map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
+        }
+        let sql =
+            format!("COPY {}.{} FROM STDIN", super::quote_ident(&s.schema), super::quote_ident(&s.table));
+        let mut writer = tx.copy_in(&sql).map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
+        repo.restore_file(&s.entry.chunks, &mut writer)?;
+        rows += writer.finish().map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
+        progress.advance(s.entry.size);
+    }
+    tx.commit().map_err(|source| EngineError::Database { during: "ending the load", source })?;
+    Ok(rows)
+}
+
+/// Refuses to load into a table that is not there, or over rows of the range (unless `clean`).
+pub(super) fn refusals(
+    connection: &Connection,
+    database: &str,
+    stored: &[Stored],
+    range: &TimeRange,
+    clean: bool,
+) -> Result<()> {
+    let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
+    let mut client = connect(&connection)?;
+    let mut tx = client
+        .transaction()
+        .map_err(|source| EngineError::Database { during: "checking the target", source })?;
+    check(&mut tx, database, stored, range, clean)
+}
+
+fn check(
+    tx: &mut Transaction<'_>,
+    database: &str,
+    stored: &[Stored],
+    range: &TimeRange,
+    clean: bool,
+) -> Result<()> {
+    for s in stored {
+        let exists: bool = tx
+            .query_one(
+                "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
+                &[&s.schema, &s.table],
+            )
+            .map_err(|e| copy_error(database, &s.schema, &s.table, e))?
+            .get(0);
+        if !exists {
+            return Err(EngineError::Refused(format!(
+                "table {} does not exist in database '{database}': a time range loads into an existing table (restore the table first)",
+                s.name()
+            )));
+        }
+        let sql = statement(
+            tx,
+            "SELECT count(*) FROM %I.%I WHERE %I >= %L AND %I < %L",
+            &s.schema,
+            &s.table,
+            range,
+        )?;
+        let present: i64 =
+            tx.query_one(&sql, &[]).map_err(|e| copy_error(database, &s.schema, &s.table, e))?.get(0);
+        if present > 0 && !clean {
+            return Err(EngineError::Refused(format!(
+                "table {} of database '{database}' has {present} row(s) in the range already: give --clean to replace them",
+                s.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `schema.table` or `table` (as the search path finds it) as the server names it.
+fn resolve(tx: &mut Transaction<'_>, database: &str, table: &str) -> Result<(String, String)> {
+    let row = tx
+        .query_one(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = $1::text::regclass",
+            &[&table],
+        )
+        .map_err(|e| EngineError::Invalid(format!("database '{database}', table '{table}': {}", message(&e))))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A statement on a table and a range, quoted by the server itself (`format` with `%I` and
+/// `%L`): `template` has the table's `%I.%I`, then `%I >= %L AND %I < %L`.
+fn statement(
+    tx: &mut Transaction<'_>,
+    template: &str,
+    schema: &str,
+    table: &str,
+    range: &TimeRange,
+) -> Result<String> {
+    let row = tx
+        .query_one(
+            "SELECT format($1::text, $2::text, $3::text, $4::text, $5::text, $4::text, $6::text)",
+            &[&template, &schema, &table, &range.column, &range.from, &range.to],
+        )
+        .map_err(|source| EngineError::Database { during: "preparing a statement", source })?;
+    Ok(row.get(0))
+}
+
+fn copy_error(database: &str, schema: &str, table: &str, e: postgres::Error) -> EngineError {
+    EngineError::Server(format!("database '{database}', table {schema}.{table}: {}", message(&e)))
+}
+
+/// The server's own message, when there is one.
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+}
+
+/// Counts rows (lines of COPY text) and progress as they pass, and stays at its end once
+/// there: the COPY reader must not be read past it (it would take the next message).
+struct Rows<'p, R> {
+    inner: R,
+    rows: u64,
+    ended: bool,
+    progress: &'p dyn Progress,
+}
+
+impl<R: Read> Read for Rows<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.ended = n == 0 && !buf.is_empty();
+        self.rows += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
