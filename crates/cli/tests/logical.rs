@@ -159,6 +159,8 @@ fn range_sum(cluster: &PgCluster) -> String {
 fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
     let source = PgCluster::start(15);
     make_shop(&source);
+    // A role that other clusters lack: restoring the function's owner fails there.
+    source.psql_db("shop", "CREATE ROLE clerk; ALTER FUNCTION hr.greet(text) OWNER TO clerk");
     let work = tempfile::tempdir().unwrap();
     let repo = repository(work.path(), &source);
     let everything = fingerprint(&source, "shop", &[]);
@@ -232,6 +234,23 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
     ok(cairn(&repo, &[&restore[..], &["--schema", "hr", "--clean"]].concat()));
     assert_eq!(fingerprint(&source, "shop", &[]), everything);
 
+    // A table whose index name is taken in the target database: refused, nothing changed.
+    source.psql("CREATE DATABASE clash");
+    source.psql_db("clash", "CREATE SCHEMA sales; CREATE TABLE sales.other (c text); CREATE INDEX orders_customer ON sales.other (c)");
+    let msg = fails(
+        cairn(&repo, &[&restore[..], &["--table", "sales.orders", "--new-name", "clash"]].concat()),
+        10,
+        "restore-refused",
+    );
+    assert!(msg.contains("index sales.orders_customer") && msg.contains("--clean"), "{msg}");
+    assert_eq!(
+        source.psql_db(
+            "clash",
+            "SELECT to_regclass('sales.orders_customer')::text, to_regclass('sales.orders')"
+        ),
+        "sales.orders_customer|"
+    );
+
     // (c) One table into another cluster: with its key, index, default and sequence.
     let other = PgCluster::start(15);
     let other_port = other.port().to_string();
@@ -300,6 +319,14 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
     ok(cairn(&repo, &[&load[..], &elsewhere[..], &["--clean"]].concat()));
     assert_eq!(range_sum(&other), expected);
     assert_eq!(other.psql_db("shop", "SELECT count(*) FROM metrics.readings"), "2880");
+
+    // Replacing a whole database that fails half-way (the function's owner is missing here)
+    // leaves the database that was there as it was, and no temporary one.
+    let before = (orders(&other), range_sum(&other));
+    let msg = fails(cairn(&repo, &[&restore[..], &elsewhere[..], &["--clean"]].concat()), 12, "tool-failed");
+    assert!(msg.contains("clerk"), "{msg}");
+    assert_eq!((orders(&other), range_sum(&other)), before);
+    assert_eq!(other.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%cairn_restore%'"), "0");
 
     // Deleting a logical backup: its data goes, the others stay whole.
     let deleted = ok(cairn(&repo, &["delete", "--instance", "main", "-i", &id]));

@@ -118,8 +118,8 @@ enum Work {
 #[derive(Debug, Default)]
 struct Present {
     schemas: Vec<String>,
-    /// `(schema, name)`.
-    relations: Vec<(String, String)>,
+    /// `table sales.orders`, `index sales.orders_customer`, ...
+    objects: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -357,7 +357,7 @@ impl Loader<'_> {
         let tables: Vec<TableName> = self.options.tables.iter().map(|t| TableName::parse(t)).collect();
         let mut chosen = toc::choose(&toc, &self.options.schemas, &tables, database)?;
         let present = match exists {
-            true => self.present(&into, &chosen)?,
+            true => self.present(&into, &toc, &chosen)?,
             false => Present::default(),
         };
         // A table restored on its own needs its schema: created when the target lacks it.
@@ -370,7 +370,7 @@ impl Loader<'_> {
         chosen.add_schemas(&toc, &lacking);
         let clashes: Vec<String> = (chosen.schemas.iter().filter(|s| present.schemas.contains(s)))
             .map(|s| format!("schema {s}"))
-            .chain(present.relations.iter().map(|(s, n)| format!("{s}.{n}")))
+            .chain(present.objects.iter().cloned())
             .collect();
         if !clashes.is_empty() && !self.options.clean {
             return Err(EngineError::Refused(format!(
@@ -384,9 +384,10 @@ impl Loader<'_> {
         Ok(Plan { database: database.into(), into, exists, work: Work::Part { input, list, chosen } })
     }
 
-    /// The schemas (chosen, or holding a chosen relation) and the relations of `chosen` that
-    /// `database` has already.
-    fn present(&self, database: &str, chosen: &Chosen) -> Result<Present> {
+    /// The schemas (chosen, or holding a chosen relation) and the objects of `chosen` that
+    /// `database` has already: relations and indexes by name in their schema (an index, a
+    /// sequence or a table of that name would clash alike), and functions.
+    fn present(&self, database: &str, toc: &[toc::Entry], chosen: &Chosen) -> Result<Present> {
         let connection = Connection { database: Some(database.to_string()), ..self.connection.clone() };
         let mut client = connect(&connection)?;
         let db =
@@ -399,20 +400,35 @@ impl Loader<'_> {
                 schemas.push(schema.clone());
             }
         }
-        let mut relations = Vec::new();
-        for (schema, name) in &chosen.relations {
-            let found = client
-                .query(
+        let mut objects = Vec::new();
+        for entry in toc.iter().filter(|e| chosen.ids.contains(&e.id)) {
+            let (schema, name) = (&entry.namespace, &entry.name);
+            let sql = match entry.kind.as_str() {
+                "FUNCTION" | "PROCEDURE" | "AGGREGATE" => {
+                    // The listing names a function with its argument types: `greet(text)`.
+                    "SELECT 1 FROM pg_proc WHERE oid = to_regprocedure(format('%I.%s', $1::text, $2::text))"
+                }
+                "INDEX" | "CONSTRAINT" | "TABLE" | "VIEW" | "MATERIALIZED VIEW" | "FOREIGN TABLE"
+                | "SEQUENCE" => {
                     "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2",
-                    &[schema, name],
-                )
-                .map_err(db)?;
-            if !found.is_empty() {
-                relations.push((schema.clone(), name.clone()));
+                     WHERE n.nspname = $1 AND c.relname = $2"
+                }
+                _ => continue,
+            };
+            // A constraint is listed as `table name`; a key or unique one makes an index `name`.
+            let name = match entry.kind.as_str() {
+                "CONSTRAINT" => name.split_once(' ').map_or(name.as_str(), |(_, n)| n),
+                _ => name.as_str(),
+            };
+            // A signature the server cannot read is left to the restore, which runs in one
+            // transaction and fails whole on a clash.
+            let found = client.query(sql, &[schema, &name]).map(|r| !r.is_empty()).unwrap_or(false);
+            let label = format!("{} {schema}.{name}", entry.kind.to_lowercase());
+            if found && !objects.contains(&label) {
+                objects.push(label);
             }
         }
-        Ok(Present { schemas, relations })
+        Ok(Present { schemas, objects })
     }
 
     /// Drops a database; when the connection is to that database, from `template1` instead.
@@ -452,50 +468,104 @@ impl Loader<'_> {
                 done.rows = Some(rows);
                 return Ok(done);
             }
-            Work::Whole(input) => {
-                if plan.exists {
-                    self.drop_database(admin, &plan.into)?;
-                    done.replaced = true;
-                }
-                (input, None)
+            Work::Whole(input) if plan.exists => {
+                self.replace(admin, &plan.into, input)?;
+                done.created = true;
+                done.replaced = true;
+                return Ok(done);
             }
+            Work::Whole(input) => (input, None),
             Work::Part { input, list, chosen } => {
                 done.schemas = chosen.schemas.clone();
                 done.tables = chosen.relations.iter().map(|(s, n)| format!("{s}.{n}")).collect();
                 (input, Some(list))
             }
         };
-        if !plan.exists || done.replaced {
-            // From template0: a dump brings everything but what CREATE DATABASE itself makes.
-            admin
-                .batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&plan.into)))
-                .map_err(|source| EngineError::Database { during: "creating the database", source })?;
+        if !plan.exists {
+            self.create_database(admin, &plan.into)?;
             done.created = true;
         }
-        let dbname = format!("--dbname={}", conninfo_dbname(&plan.into));
-        let mut args: Vec<String> = vec![dbname, "--exit-on-error".into()];
-        if self.options.no_owner {
-            args.push("--no-owner".into());
-        }
+        let mut args = self.restore_args(&plan.into);
         if let Some(list) = list {
             args.push(format!("--use-list={}", list.display()));
             if plan.exists {
-                args.extend(["--clean".into(), "--if-exists".into()]);
+                // Into a database that has other things: all or nothing (and no -j with it).
+                args.push("--single-transaction".into());
+                if self.options.clean {
+                    args.extend(["--clean".into(), "--if-exists".into()]);
+                }
             }
         }
-        // A custom dump arrives on standard input, read once in order: no parallel jobs.
-        if matches!(input, Input::Directory(_)) && self.options.jobs > 1 {
-            args.push(format!("--jobs={}", self.options.jobs));
+        if !(plan.exists && list.is_some()) {
+            args.extend(self.jobs(input));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         if let Err(e) = self.pg_restore(input, &args, self.progress) {
             // A database this restore made is not left half-filled.
             if done.created {
-                let _ = self.drop_database(admin, &plan.into);
+                return Err(self.drop_after(admin, &plan.into, e));
             }
             return Err(e);
         }
         Ok(done)
+    }
+
+    /// Replaces an existing database: the dump is restored into a new database beside it,
+    /// which takes the old one's place only once the restore succeeded. A failure leaves the
+    /// old database as it was.
+    fn replace(&self, admin: &mut postgres::Client, name: &str, input: &Input) -> Result<()> {
+        let temporary = temporary_name(name);
+        self.create_database(admin, &temporary)?;
+        let mut args = self.restore_args(&temporary);
+        args.extend(self.jobs(input));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if let Err(e) = self.pg_restore(input, &args, self.progress) {
+            return Err(self.drop_after(admin, &temporary, e));
+        }
+        if let Err(e) = self.drop_database(admin, name) {
+            return Err(self.drop_after(admin, &temporary, e));
+        }
+        let rename = format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&temporary), quote_ident(name));
+        admin.batch_execute(&rename).map_err(|source| {
+            EngineError::Server(format!(
+                "database '{name}' was dropped and its restored copy is database '{temporary}', which could not be renamed: {}",
+                source.as_db_error().map_or_else(|| source.to_string(), |d| d.message().to_string())
+            ))
+        })
+    }
+
+    /// From template0: a dump brings everything but what CREATE DATABASE itself makes.
+    fn create_database(&self, admin: &mut postgres::Client, name: &str) -> Result<()> {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name)))
+            .map_err(|source| EngineError::Database { during: "creating the database", source })
+    }
+
+    /// Drops the database `name` this restore made after `error`, which is returned; with
+    /// what went wrong dropping it, if it did.
+    fn drop_after(&self, admin: &mut postgres::Client, name: &str, error: EngineError) -> EngineError {
+        match self.drop_database(admin, name) {
+            Ok(()) => error,
+            Err(e) => {
+                EngineError::Server(format!("{error}; and database '{name}' could not be dropped after: {e}"))
+            }
+        }
+    }
+
+    /// pg_restore's arguments for restoring into `database`.
+    fn restore_args(&self, database: &str) -> Vec<String> {
+        let mut args = vec![format!("--dbname={}", conninfo_dbname(database)), "--exit-on-error".into()];
+        if self.options.no_owner {
+            args.push("--no-owner".into());
+        }
+        args
+    }
+
+    /// Parallel jobs: a custom dump arrives on standard input, read once in order, so only a
+    /// directory dump has them.
+    fn jobs(&self, input: &Input) -> Option<String> {
+        (matches!(input, Input::Directory(_)) && self.options.jobs > 1)
+            .then(|| format!("--jobs={}", self.options.jobs))
     }
 
     /// Runs the restore tool with `args` on `input`.
@@ -606,6 +676,17 @@ fn no_range(database: &str) -> EngineError {
     EngineError::Invalid(format!("the backup has ranges of database '{database}' but no time range recorded"))
 }
 
+/// The name of the database a replacing restore fills before it takes `name`'s place:
+/// `<name>_cairn_restore_<pid>`, `name` shortened to keep within PostgreSQL's 63 bytes.
+fn temporary_name(name: &str) -> String {
+    let suffix = format!("_cairn_restore_{}", std::process::id());
+    let mut keep = 63usize.saturating_sub(suffix.len()).min(name.len());
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &name[..keep])
+}
+
 /// A database name as a libpq connection string (`dbname='...'`), so that a name holding `=`
 /// is never taken for one.
 fn conninfo_dbname(name: &str) -> String {
@@ -639,5 +720,13 @@ mod tests {
         assert_eq!(conninfo_dbname("plain"), "dbname='plain'");
         assert_eq!(conninfo_dbname("a=b c"), "dbname='a=b c'");
         assert_eq!(conninfo_dbname("o'k\\"), "dbname='o\\'k\\\\'");
+    }
+
+    #[test]
+    fn temporary_names_fit_postgres_limit() {
+        let pid = std::process::id();
+        assert_eq!(temporary_name("shop"), format!("shop_cairn_restore_{pid}"));
+        let long = temporary_name(&"é".repeat(40));
+        assert!(long.len() <= 63 && long.ends_with(&format!("_cairn_restore_{pid}")), "{long}");
     }
 }
