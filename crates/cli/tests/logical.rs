@@ -376,6 +376,34 @@ fn all_databases_stream_without_scratch_space_into_another_cluster() {
     ];
     let msg = fails(cairn(&repo, &restore), 10, "restore-refused");
     assert!(msg.contains("'postgres'"), "{msg}");
+
+    // Globals without --clean never change a role the target has: its password and
+    // attributes stay; the roles it lacks are created.
+    source.psql("ALTER ROLE auditor PASSWORD 'source secret'; CREATE ROLE reader");
+    let notes = ok(cairn(
+        &repo,
+        &[
+            "backup",
+            "--instance",
+            "main",
+            "-b",
+            "LOGICAL",
+            "--database",
+            "notes",
+            "--globals",
+            "--no-validate",
+        ],
+    ));
+    other.psql("CREATE ROLE auditor NOLOGIN PASSWORD 'target secret'");
+    let auditor = "SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = 'auditor'";
+    let before = other.psql(auditor);
+    let loaded = ok(cairn(&repo, &[&restore[..6], &[notes["id"].as_str().unwrap()], &restore[7..]].concat()));
+    assert_eq!(loaded["globals"], true, "{loaded}");
+    assert!(loaded["warnings"].to_string().contains("role auditor exists"), "{loaded}");
+    assert_eq!(other.psql(auditor), before);
+    assert!(before.starts_with("f|SCRAM"), "{before}");
+    assert_eq!(other.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'reader'"), "1");
+    assert_eq!(other.psql_db("notes", "SELECT body FROM memo"), "hi");
     let restored = ok(cairn(&repo, &[&restore[..], &["--clean"]].concat()));
     assert_eq!(restored["globals"], true, "{restored}");
     assert_eq!(restored["databases"].as_array().unwrap().len(), 3);

@@ -202,7 +202,7 @@ pub fn restore(
     }
     let mut warnings = Vec::new();
     if let Some(psql) = &psql {
-        warnings = loader.globals(psql)?;
+        warnings = loader.globals(&mut admin, psql)?;
     }
     let mut restored = Vec::new();
     for plan in plans {
@@ -638,24 +638,122 @@ impl Loader<'_> {
     }
 
     /// Runs the globals (roles, tablespaces) through the SQL client, going on past failing
-    /// statements (the roles that exist already); returns their messages.
-    fn globals(&self, psql: &Tool) -> Result<Vec<String>> {
+    /// statements; returns their messages. Without `clean`, the statements about roles and
+    /// tablespaces the target has already are left out: a restore never changes an existing
+    /// role's password, attributes or memberships unless asked to.
+    fn globals(&self, admin: &mut postgres::Client, psql: &Tool) -> Result<Vec<String>> {
         let Some(entry) = self.entries.iter().find(|e| e.path == format!("{ROOT}/{GLOBALS_FILE}")) else {
             return Ok(Vec::new());
         };
+        let mut sql = Vec::new();
+        self.repo.restore_file(&entry.chunks, &mut Counting { inner: &mut sql, progress: self.progress })?;
+        let mut sql = String::from_utf8_lossy(&sql).into_owned();
+        let mut warnings = Vec::new();
+        if !self.options.clean {
+            let db = |source| EngineError::Database { during: "listing roles and tablespaces", source };
+            let names = |admin: &mut postgres::Client, query: &str| -> Result<Vec<String>> {
+                Ok(admin.query(query, &[]).map_err(db)?.iter().map(|r| r.get(0)).collect())
+            };
+            let existing = Existing {
+                roles: names(admin, "SELECT rolname::text FROM pg_roles")?,
+                tablespaces: names(admin, "SELECT spcname::text FROM pg_tablespace")?,
+            };
+            let (kept, skipped) = existing.filter(&sql);
+            sql = kept;
+            warnings.extend(
+                skipped
+                    .into_iter()
+                    .map(|n| format!("{n} exists on the target: left as it is (--clean replaces it)")),
+            );
+        }
         let path = self.scratch.join(GLOBALS_FILE);
-        let mut file =
-            File::create(&path).map_err(|e| EngineError::io(format!("creating {}", path.display()), e))?;
-        self.repo.restore_file(&entry.chunks, &mut Counting { inner: &mut file, progress: self.progress })?;
-        drop(file);
+        std::fs::write(&path, sql).map_err(|e| EngineError::io(format!("writing {}", path.display()), e))?;
         let mut cmd = psql.command(self.connection, None);
         let database = self.connection.database.as_deref().unwrap_or("postgres");
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0", &format!("--dbname={}", conninfo_dbname(database))])
             .arg("--file")
             .arg(&path);
         let said = psql.spawn(cmd)?.wait()?;
-        Ok(said.stderr.lines().filter(|l| l.contains("ERROR")).map(str::to_string).collect())
+        warnings.extend(said.stderr.lines().filter(|l| l.contains("ERROR")).map(str::to_string));
+        Ok(warnings)
     }
+}
+
+/// The roles and tablespaces a target has.
+struct Existing {
+    roles: Vec<String>,
+    tablespaces: Vec<String>,
+}
+
+impl Existing {
+    /// `pg_dumpall --globals-only` output without the statements about existing roles and
+    /// tablespaces (one statement per line, as it writes them: `CREATE ROLE r;`, `ALTER ROLE r
+    /// WITH ...;`, `GRANT g TO r ...;`, `CREATE TABLESPACE t ...;`, ...); and what was left
+    /// out, as `role r` and `tablespace t`.
+    fn filter(&self, sql: &str) -> (String, Vec<String>) {
+        let mut kept = String::with_capacity(sql.len());
+        let mut skipped: Vec<String> = Vec::new();
+        for line in sql.split_inclusive('\n') {
+            match self.about(line.trim_start()) {
+                Some(what) => {
+                    if !skipped.contains(&what) {
+                        skipped.push(what);
+                    }
+                }
+                None => kept.push_str(line),
+            }
+        }
+        (kept, skipped)
+    }
+
+    /// The existing role or tablespace `line` changes, if it does.
+    fn about(&self, line: &str) -> Option<String> {
+        let role = |name: String| self.roles.contains(&name).then(|| format!("role {name}"));
+        let tablespace =
+            |name: String| self.tablespaces.contains(&name).then(|| format!("tablespace {name}"));
+        for prefix in ["CREATE ROLE ", "ALTER ROLE ", "COMMENT ON ROLE "] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return role(ident(rest)?.0);
+            }
+        }
+        for prefix in ["CREATE TABLESPACE ", "ALTER TABLESPACE ", "COMMENT ON TABLESPACE "] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return tablespace(ident(rest)?.0);
+            }
+        }
+        if let Some((_, rest)) = line.split_once(" ON TABLESPACE ") {
+            return tablespace(ident(rest)?.0);
+        }
+        if let Some((_, rest)) = line.split_once(" ON ROLE ") {
+            return role(ident(rest)?.0);
+        }
+        // A membership: `GRANT granted TO member ...` changes the member.
+        let (_, rest) = ident(line.strip_prefix("GRANT ")?)?;
+        let (member, _) = ident(rest.trim_start().strip_prefix("TO ")?)?;
+        role(member)
+    }
+}
+
+/// The identifier at the start of `text` (`name` or `"quoted ""name"""`) and what follows.
+fn ident(text: &str) -> Option<(String, &str)> {
+    let text = text.trim_start();
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if chars.peek().is_some_and(|(_, c)| *c == '"') {
+                    chars.next();
+                } else {
+                    return Some((name, &quoted[i + 1..]));
+                }
+            }
+            name.push(c);
+        }
+        return None;
+    }
+    let end = text.find(|c: char| c.is_whitespace() || c == ';').unwrap_or(text.len());
+    (end > 0).then(|| (text[..end].to_string(), &text[end..]))
 }
 
 /// Whether `--table` text names a stored range (`schema.table`, or `table`).
@@ -720,6 +818,31 @@ mod tests {
         assert_eq!(conninfo_dbname("plain"), "dbname='plain'");
         assert_eq!(conninfo_dbname("a=b c"), "dbname='a=b c'");
         assert_eq!(conninfo_dbname("o'k\\"), "dbname='o\\'k\\\\'");
+    }
+
+    #[test]
+    fn globals_leave_existing_roles_and_tablespaces_alone() {
+        let sql = "SET standard_conforming_strings = on;\n\
+                   CREATE ROLE clerk;\n\
+                   ALTER ROLE clerk WITH NOLOGIN;\n\
+                   CREATE ROLE postgres;\n\
+                   ALTER ROLE postgres WITH SUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$x';\n\
+                   CREATE ROLE \"we \"\"ird\";\n\
+                   ALTER ROLE \"we \"\"ird\" WITH LOGIN;\n\
+                   COMMENT ON ROLE \"we \"\"ird\" IS 'x';\n\
+                   GRANT clerk TO \"we \"\"ird\" GRANTED BY postgres;\n\
+                   GRANT \"we \"\"ird\" TO clerk GRANTED BY postgres;\n\
+                   CREATE TABLESPACE fast OWNER postgres LOCATION '/x';\n\
+                   GRANT ALL ON TABLESPACE fast TO clerk;\n";
+        let existing =
+            Existing { roles: vec!["postgres".into(), "we \"ird".into()], tablespaces: vec!["fast".into()] };
+        let (kept, skipped) = existing.filter(sql);
+        assert_eq!(
+            kept,
+            "SET standard_conforming_strings = on;\nCREATE ROLE clerk;\nALTER ROLE clerk WITH NOLOGIN;\n\
+             GRANT \"we \"\"ird\" TO clerk GRANTED BY postgres;\n"
+        );
+        assert_eq!(skipped, ["role postgres", "role we \"ird", "tablespace fast"]);
     }
 
     #[test]
