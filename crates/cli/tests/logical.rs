@@ -81,6 +81,11 @@ fn make_shop(cluster: &PgCluster) {
              SELECT md5(g::text), g % 1000, md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 150000) g;
          CREATE TABLE sales.items (order_id int REFERENCES sales.orders (id), sku text);
          INSERT INTO sales.items SELECT g, 'sku-' || g FROM generate_series(1, 500) g;
+         CREATE TABLE sales.ledger (id int, day date, amount int) PARTITION BY RANGE (day);
+         CREATE TABLE sales.ledger_jan PARTITION OF sales.ledger FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+         CREATE TABLE sales.ledger_feb PARTITION OF sales.ledger FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+         CREATE INDEX ledger_day ON sales.ledger (day);
+         INSERT INTO sales.ledger SELECT g, '2024-01-01'::date + g % 60, g FROM generate_series(1, 1000) g;
          CREATE VIEW sales.big_orders AS SELECT id, amount FROM sales.orders WHERE amount > 900;
          CREATE SEQUENCE sales.tickets START 100; SELECT nextval('sales.tickets'); SELECT nextval('sales.tickets');
          CREATE TABLE hr.people (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text UNIQUE);
@@ -276,6 +281,13 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
         "restore-refused",
     );
     assert!(msg.contains("sales.orders"), "{msg}");
+
+    // A partitioned table comes with its partitions and their rows, into the database that
+    // exists now.
+    ok(cairn(&repo, &[&restore[..], &elsewhere[..], &["--table", "sales.ledger"]].concat()));
+    let ledger = "SELECT tableoid::regclass::text, count(*), sum(amount) FROM sales.ledger GROUP BY 1 ORDER BY 1";
+    assert_eq!(other.psql_db("shop", ledger), source.psql_db("shop", ledger));
+    assert!(other.psql_db("shop", ledger).contains("sales.ledger_feb|"));
 
     // (d) A time range of a time-series table, into an existing table of the other cluster.
     let expected = range_sum(&source);

@@ -271,6 +271,16 @@ pub fn choose(entries: &[Entry], schemas: &[String], tables: &[TableName], datab
             .filter(|d| entries.iter().any(|s| s.id == *d && s.kind == "SEQUENCE"))
             .collect();
         ids.extend(sequences);
+        // A chosen partitioned table brings its partitions: each is a TABLE of its own, put
+        // under its parent by a TABLE ATTACH named like the partition, on both.
+        for attach in entries.iter().filter(|e| e.kind == "TABLE ATTACH") {
+            let tables = || entries.iter().filter(|t| t.kind == "TABLE" && attach.depends_on.contains(&t.id));
+            let is_partition = |t: &Entry| t.namespace == attach.namespace && t.name == attach.name;
+            if !ids.contains(&attach.id) && tables().any(|t| !is_partition(t) && ids.contains(&t.id)) {
+                ids.insert(attach.id);
+                ids.extend(tables().filter(|t| is_partition(t)).map(|t| t.id));
+            }
+        }
         if ids.len() == before {
             break;
         }
@@ -383,6 +393,31 @@ mod tests {
         assert!(chosen.ids.contains(&6) && chosen.ids.contains(&3390) && chosen.ids.contains(&3222));
         assert!(!chosen.ids.contains(&7) && !chosen.ids.contains(&3372) && !chosen.ids.contains(&223));
         assert_eq!(chosen.schemas, vec!["sales".to_string()]);
+    }
+
+    #[test]
+    fn a_partitioned_table_comes_with_its_partitions() {
+        // `pg_restore -l -v` of PostgreSQL 15: ledger partitioned, ledger_a and ledger_b.
+        let entries = parse(
+            "214; 1259 16385 TABLE public ledger postgres\n\
+             215; 1259 16388 TABLE public ledger_a postgres\n;\tdepends on: 214\n\
+             216; 1259 16392 TABLE public ledger_b postgres\n;\tdepends on: 214\n\
+             3204; 0 0 TABLE ATTACH public ledger_a postgres\n;\tdepends on: 215 214\n\
+             3205; 0 0 TABLE ATTACH public ledger_b postgres\n;\tdepends on: 216 214\n\
+             3364; 0 16388 TABLE DATA public ledger_a postgres\n;\tdepends on: 215\n\
+             3365; 0 16392 TABLE DATA public ledger_b postgres\n;\tdepends on: 216\n\
+             3211; 2606 16400 CONSTRAINT public ledger ledger_pkey postgres\n;\tdepends on: 214 214\n\
+             3214; 2606 16402 CONSTRAINT public ledger_a ledger_a_pkey postgres\n;\tdepends on: 3211 215 215\n\
+             3209; 1259 16396 INDEX public ledger_day postgres\n;\tdepends on: 214\n\
+             3212; 1259 16397 INDEX public ledger_a_day_idx postgres\n;\tdepends on: 215 3209 215\n\
+             3218; 0 0 INDEX ATTACH public ledger_a_day_idx postgres\n;\tdepends on: 3212 3209 215 214\n",
+        );
+        let all: Vec<u32> = entries.iter().map(|e| e.id).collect::<BTreeSet<u32>>().into_iter().collect();
+        let chosen = choose(&entries, &[], &[TableName::parse("ledger")], "src").unwrap_or_default();
+        assert_eq!(ids(&chosen), all);
+        // A partition alone comes without its parent.
+        let chosen = choose(&entries, &[], &[TableName::parse("ledger_b")], "src").unwrap_or_default();
+        assert_eq!(ids(&chosen), vec![216, 3365]);
     }
 
     #[test]
