@@ -93,6 +93,9 @@ fn make_shop(cluster: &PgCluster) {
          CREATE FUNCTION hr.greet(who text) RETURNS text LANGUAGE sql AS $$ SELECT 'hello ' || who $$;
          CREATE TABLE metrics.readings (ts timestamptz NOT NULL, sensor int, value float8);
          CREATE INDEX readings_ts ON metrics.readings (ts);
+         CREATE TABLE metrics.events (ts timestamptz NOT NULL, value int, doubled int GENERATED ALWAYS AS (value * 2) STORED);
+         INSERT INTO metrics.events (ts, value)
+             SELECT '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 hour', g FROM generate_series(0, 143) g;
          INSERT INTO metrics.readings
              SELECT '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute', g % 7, g / 3.0
              FROM generate_series(0, 14399) g;
@@ -285,7 +288,8 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
     // A partitioned table comes with its partitions and their rows, into the database that
     // exists now.
     ok(cairn(&repo, &[&restore[..], &elsewhere[..], &["--table", "sales.ledger"]].concat()));
-    let ledger = "SELECT tableoid::regclass::text, count(*), sum(amount) FROM sales.ledger GROUP BY 1 ORDER BY 1";
+    let ledger =
+        "SELECT tableoid::regclass::text, count(*), sum(amount) FROM sales.ledger GROUP BY 1 ORDER BY 1";
     assert_eq!(other.psql_db("shop", ledger), source.psql_db("shop", ledger));
     assert!(other.psql_db("shop", ledger).contains("sales.ledger_feb|"));
 
@@ -303,15 +307,22 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
             "shop",
             "--table",
             "metrics.readings",
+            "--table",
+            "\"metrics\".readings",
+            "--table",
+            "metrics.events",
             "--time-column",
             "ts",
             "--from",
-            "2024-01-03 00:00:00+00",
+            "2024-01-03",
             "--to",
             "2024-01-05 00:00:00+00",
         ],
     ));
-    assert_eq!(range["rows"], 2880, "{range}");
+    // Each table once (named twice), 2880 readings and 48 events; the bounds as the server
+    // reads them, a time without an offset in UTC.
+    assert_eq!(range["rows"], 2928, "{range}");
+    assert_eq!(range["logical"]["time_range"]["from"], "2024-01-03 00:00:00+00");
     assert_eq!(range["logical"]["format"], "copy");
     assert_eq!(range["logical"]["time_range"]["column"], "ts");
     let range_id = range["id"].as_str().unwrap().to_string();
@@ -320,11 +331,16 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
     assert!(msg.contains("metrics.readings") && msg.contains("does not exist"), "{msg}");
     other.psql_db(
         "shop",
-        "CREATE SCHEMA metrics; CREATE TABLE metrics.readings (ts timestamptz NOT NULL, sensor int, value float8)",
+        "CREATE SCHEMA metrics; CREATE TABLE metrics.readings (ts timestamptz NOT NULL, sensor int, value float8);
+         CREATE TABLE metrics.events (doubled int GENERATED ALWAYS AS (value * 2) STORED, value int, ts timestamptz NOT NULL)",
     );
     let loaded = ok(cairn(&repo, &[&load[..], &elsewhere[..]].concat()));
-    assert_eq!(loaded["databases"][0]["rows"], 2880, "{loaded}");
+    assert_eq!(loaded["databases"][0]["rows"], 2928, "{loaded}");
     assert_eq!(range_sum(&other), expected);
+    let events = "SELECT count(*), md5(string_agg(format('%s %s %s', ts, value, doubled), ',' ORDER BY ts)) \
+                  FROM metrics.events WHERE ts >= '2024-01-03 00:00:00+00' AND ts < '2024-01-05 00:00:00+00'";
+    assert_eq!(other.psql_db("shop", events), source.psql_db("shop", events));
+    assert!(other.psql_db("shop", events).starts_with("48|"));
     assert_eq!(other.psql_db("shop", "SELECT count(*) FROM metrics.readings"), "2880");
     let msg = fails(cairn(&repo, &[&load[..], &elsewhere[..]].concat()), 10, "restore-refused");
     assert!(msg.contains("2880 row(s) in the range"), "{msg}");

@@ -76,6 +76,16 @@ pub fn backup(
     let server = Server::read(&mut client)?;
     let databases = databases(&mut client, options)?;
     drop(client);
+    // The record keeps the range as the server read it, not as it was typed.
+    let normalized;
+    let options = match (&options.time_range, databases.first()) {
+        (Some(range), Some(first)) => {
+            let range = super::range::normalize(&connection, first, &options.tables, range)?;
+            normalized = LogicalBackupOptions { time_range: Some(range), ..options.clone() };
+            &normalized
+        }
+        _ => options,
+    };
     // Tools are found and checked before anything is recorded: a missing or old tool makes
     // no backup at all, not a broken one.
     let dumper = match options.time_range {

@@ -15,21 +15,31 @@ use crate::error::{EngineError, Result};
 use crate::instance::Connection;
 use crate::progress::Progress;
 
-/// Copies the range of every table of the backup's options out of `database`.
+/// Copies the range of every table of the backup's options out of `database`, each table
+/// once, its stored columns named (generated ones are computed again on loading).
 pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mut Done) -> Result<()> {
     let connection = Connection { database: Some(database.to_string()), ..dump.connection.clone() };
     let mut client = connect(&connection)?;
+    session(&mut client)?;
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .map_err(|source| EngineError::Database { during: "starting the copy", source })?;
+    let mut seen = Vec::new();
     for table in &dump.options.tables {
         let (schema, name) = resolve(&mut tx, database, table)?;
+        // `t` and `public.t` are one table: copied twice, its rows would load twice.
+        if seen.contains(&(schema.clone(), name.clone())) {
+            continue;
+        }
+        seen.push((schema.clone(), name.clone()));
+        let columns = columns(&mut tx, database, &schema, &name)?;
+        let list = column_list(&columns).replace('%', "%%");
         let sql = statement(
             &mut tx,
-            "COPY (SELECT * FROM %I.%I WHERE %I >= %L AND %I < %L) TO STDOUT",
+            &format!("COPY (SELECT {list} FROM %I.%I WHERE %I >= %L AND %I < %L) TO STDOUT"),
             &schema,
             &name,
             range,
@@ -37,14 +47,109 @@ pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mu
         let reader = tx.copy_out(&sql).map_err(|e| copy_error(database, &schema, &name, e))?;
         let mut rows = Rows { inner: reader, rows: 0, ended: false, progress: dump.progress };
         let (chunks, size) = dump.writer.store(&mut rows, ChunkerKind::ContentDefined)?;
-        let path =
-            format!("{}/range/{}.{}.copy", database_dir(database), component(&schema), component(&name));
-        let meta =
-            serde_json::json!({"database": database, "schema": schema, "table": name, "rows": rows.rows});
+        let path = format!("{}/range/{}.{}.copy", database_dir(database), dotless(&schema), dotless(&name));
+        let meta = serde_json::json!({
+            "database": database, "schema": schema, "table": name, "columns": columns, "rows": rows.rows
+        });
         dump.add(&path, size, chunks, meta, done)?;
         done.rows += rows.rows;
     }
     tx.commit().map_err(|source| EngineError::Database { during: "ending the copy", source })
+}
+
+/// Settings that make the text of times, intervals and floats the same in every session:
+/// both the dump and the load read and write rows and range bounds under them.
+fn session(client: &mut postgres::Client) -> Result<()> {
+    client
+        .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'")
+        .map_err(|source| EngineError::Database { during: "setting up the session", source })?;
+    // Full float precision; servers that lack the setting print floats their own way.
+    let _ = client.batch_execute("SET extra_float_digits = 3");
+    Ok(())
+}
+
+/// The range with its bounds as the server reads them in the type of the tables' time column
+/// (in UTC: a time without an offset is UTC), for the record: what was copied, whatever the
+/// session that loads it. The tables' time columns must have one type.
+pub(super) fn normalize(
+    connection: &Connection,
+    database: &str,
+    tables: &[String],
+    range: &TimeRange,
+) -> Result<TimeRange> {
+    let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
+    let mut client = connect(&connection)?;
+    session(&mut client)?;
+    let mut tx = client
+        .transaction()
+        .map_err(|source| EngineError::Database { during: "reading the range", source })?;
+    let mut types: Vec<String> = Vec::new();
+    for table in tables {
+        let (schema, name) = resolve(&mut tx, database, table)?;
+        let found = tx
+            .query(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = format('%I.%I', $1::text, $2::text)::regclass AND attname = $3 \
+                 AND attnum > 0 AND NOT attisdropped",
+                &[&schema, &name, &range.column],
+            )
+            .map_err(|e| copy_error(database, &schema, &name, e))?;
+        let Some(row) = found.first() else {
+            return Err(EngineError::Invalid(format!(
+                "table {schema}.{name} of database '{database}' has no column '{}'",
+                range.column
+            )));
+        };
+        let kind: String = row.get(0);
+        if !types.contains(&kind) {
+            types.push(kind);
+        }
+    }
+    let [kind] = &types[..] else {
+        return Err(EngineError::Invalid(format!(
+            "the time columns '{}' of the tables have different types ({}): copy them in separate backups",
+            range.column,
+            types.join(", ")
+        )));
+    };
+    // `kind` is the server's own spelling of a type, safe to put in the statement.
+    let row = tx
+        .query_one(
+            &format!("SELECT $1::text::{kind}::text, $2::text::{kind}::text"),
+            &[&range.from, &range.to],
+        )
+        .map_err(|e| EngineError::Invalid(format!("--from/--to as {kind}: {}", message(&e))))?;
+    Ok(TimeRange { column: range.column.clone(), from: row.get(0), to: row.get(1) })
+}
+
+/// The columns of a table a COPY carries, in order: all but generated ones (which COPY FROM
+/// refuses, and which the target computes).
+fn columns(tx: &mut Transaction<'_>, database: &str, schema: &str, table: &str) -> Result<Vec<String>> {
+    let generated = tx
+        .query_one("SELECT current_setting('server_version_num')::int >= 120000", &[])
+        .map_err(|e| copy_error(database, schema, table, e))?
+        .get::<_, bool>(0);
+    let sql = format!(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = format('%I.%I', $1::text, $2::text)::regclass \
+         AND attnum > 0 AND NOT attisdropped {} ORDER BY attnum",
+        if generated { "AND attgenerated = ''" } else { "" }
+    );
+    let rows = tx.query(&sql, &[&schema, &table]).map_err(|e| copy_error(database, schema, table, e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `"a", "b"`; `*` when none are known (a backup from before columns were recorded).
+fn column_list(columns: &[String]) -> String {
+    match columns {
+        [] => "*".into(),
+        _ => columns.iter().map(|c| super::quote_ident(c)).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// A name as a path component without `.` (as `%2E`): `<schema>.<table>` is then one table's
+/// path only (`a.b` + `c` and `a` + `b.c` would meet).
+fn dotless(name: &str) -> String {
+    component(name).replace('.', "%2E")
 }
 
 /// A stored range of one table.
@@ -52,6 +157,8 @@ pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mu
 pub(super) struct Stored {
     pub schema: String,
     pub table: String,
+    /// The columns copied, in order (empty in backups from before they were recorded).
+    pub columns: Vec<String>,
     pub entry: FileEntry,
 }
 
@@ -63,7 +170,15 @@ impl Stored {
             .filter(|e| e.meta.get("database").and_then(|d| d.as_str()) == Some(database))
             .filter_map(|e| {
                 let text = |key: &str| e.meta.get(key).and_then(|v| v.as_str()).map(str::to_string);
-                Some(Stored { schema: text("schema")?, table: text("table")?, entry: e.clone() })
+                let columns = e.meta.get("columns").and_then(|c| c.as_array()).map(|c| {
+                    c.iter().filter_map(|n| n.as_str().map(str::to_string)).collect::<Vec<String>>()
+                });
+                Some(Stored {
+                    schema: text("schema")?,
+                    table: text("table")?,
+                    columns: columns.unwrap_or_default(),
+                    entry: e.clone(),
+                })
             })
             .collect()
     }
@@ -86,6 +201,7 @@ pub(super) fn load(
 ) -> Result<u64> {
     let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
     let mut client = connect(&connection)?;
+    session(&mut client)?;
     let mut tx = client
         .transaction()
         .map_err(|source| EngineError::Database { during: "starting the load", source })?;
@@ -102,8 +218,15 @@ pub(super) fn load(
             )?;
             tx.batch_execute(&sql).map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
         }
-        let sql =
-            format!("COPY {}.{} FROM STDIN", super::quote_ident(&s.schema), super::quote_ident(&s.table));
+        let columns = match s.columns.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", column_list(&s.columns)),
+        };
+        let sql = format!(
+            "COPY {}.{}{columns} FROM STDIN",
+            super::quote_ident(&s.schema),
+            super::quote_ident(&s.table)
+        );
         let mut writer = tx.copy_in(&sql).map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
         repo.restore_file(&s.entry.chunks, &mut writer)?;
         rows += writer.finish().map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
@@ -123,6 +246,7 @@ pub(super) fn refusals(
 ) -> Result<()> {
     let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
     let mut client = connect(&connection)?;
+    session(&mut client)?;
     let mut tx = client
         .transaction()
         .map_err(|source| EngineError::Database { during: "checking the target", source })?;
@@ -227,5 +351,22 @@ impl<R: Read> Read for Rows<'_, R> {
         self.rows += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
         self.progress.advance(n as u64);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_paths_of_dotted_names_do_not_meet() {
+        assert_ne!(
+            format!("{}.{}", dotless("a.b"), dotless("c")),
+            format!("{}.{}", dotless("a"), dotless("b.c"))
+        );
+        assert_eq!(dotless("x.y"), "x%2Ey");
+        assert_eq!(dotless(".z"), "%2Ez");
+        assert_eq!(column_list(&[]), "*");
+        assert_eq!(column_list(&["ts".into(), "we\"ird".into()]), "\"ts\", \"we\"\"ird\"");
     }
 }
