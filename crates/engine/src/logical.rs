@@ -158,6 +158,7 @@ mod tests {
             status: BackupStatus::Ok,
             end_time: day(d),
             expire_time: None,
+            series: String::new(),
         };
         // Weekly FULLs, daily dumps: keeping two of each must not let the dumps push the
         // second FULL out.

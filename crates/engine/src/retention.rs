@@ -32,6 +32,9 @@ pub struct Candidate {
     pub end_time: DateTime<Utc>,
     /// Pinned until then (`set-backup --ttl/--expire-time`).
     pub expire_time: Option<DateTime<Utc>>,
+    /// What a LOGICAL backup restores (its scope: databases, schemas, tables, time range);
+    /// empty for physical ones. Dumps of one scope make a series of their own.
+    pub series: String,
 }
 
 impl Candidate {
@@ -42,6 +45,10 @@ impl Candidate {
             status: b.record.status,
             end_time: b.record.end_time.unwrap_or(b.record.start_time),
             expire_time: b.record.expire_time,
+            series: b.record.logical.as_ref().map_or_else(String::new, |l| {
+                let range = l.time_range.as_ref().map(|r| (&r.column, &r.from, &r.to));
+                serde_json::json!([l.databases, l.schemas, l.tables, l.globals, range]).to_string()
+            }),
         }
     }
 }
@@ -59,15 +66,22 @@ pub fn expired(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc
     if !policy.is_set() {
         return Vec::new();
     }
-    // Logical dumps restore something else than physical backups: the policy keeps each
-    // series on its own, a dump counting as a FULL of its series.
+    // Logical dumps restore something else than physical backups, and dumps of another scope
+    // something else again (a January time range is not replaced by two dumps of a schema):
+    // the policy keeps each series on its own, a dump counting as a FULL of its series.
     if backups.iter().any(|b| b.mode == BackupMode::Logical) {
         let (dumps, physical): (Vec<Candidate>, Vec<Candidate>) =
             backups.iter().cloned().partition(|b| b.mode == BackupMode::Logical);
-        let dumps: Vec<Candidate> =
-            dumps.into_iter().map(|b| Candidate { mode: BackupMode::Full, ..b }).collect();
         let mut out = expired(&physical, policy, now);
-        out.extend(expired(&dumps, policy, now));
+        let mut series: Vec<&String> = dumps.iter().map(|b| &b.series).collect();
+        series.sort();
+        series.dedup();
+        for one in series {
+            let dumps: Vec<Candidate> = (dumps.iter().filter(|b| b.series == *one))
+                .map(|b| Candidate { mode: BackupMode::Full, ..b.clone() })
+                .collect();
+            out.extend(expired(&dumps, policy, now));
+        }
         out.sort_by_key(|e| backups.iter().find(|b| b.id == e.id).map(|b| b.end_time));
         return out;
     }
@@ -126,7 +140,35 @@ mod tests {
             status: if ok { BackupStatus::Ok } else { BackupStatus::Error },
             end_time: day(days) + Duration::seconds(i as i64),
             expire_time: pin.map(day),
+            series: String::new(),
         }
+    }
+
+    #[test]
+    fn dumps_of_other_scopes_do_not_expire_each_other() {
+        let dump = |id: &str, series: &str, d| Candidate {
+            id: id.into(),
+            mode: BackupMode::Logical,
+            status: BackupStatus::Ok,
+            end_time: day(d),
+            expire_time: None,
+            series: series.into(),
+        };
+        // A January time range, then daily dumps of the whole database: keeping two dumps
+        // keeps the range, the only one of its series.
+        let backups = vec![
+            dump("R1", "range january", 0),
+            dump("D1", "shop", 1),
+            dump("D2", "shop", 2),
+            dump("D3", "shop", 3),
+            dump("R2", "range february", 4),
+        ];
+        let gone: Vec<String> =
+            expired(&backups, RetentionPolicy { redundancy: Some(2), window_days: None }, day(5))
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+        assert_eq!(gone, ["D1"]);
     }
 
     #[test]
