@@ -325,7 +325,12 @@ impl Dump<'_> {
     fn filters(&self) -> Vec<String> {
         let schemas = self.options.schemas.iter().flat_map(|s| ["--schema".to_string(), s.clone()]);
         let tables = self.options.tables.iter().flat_map(|t| ["--table".to_string(), t.clone()]);
-        schemas.chain(tables).collect()
+        let mut args: Vec<String> = schemas.chain(tables).collect();
+        // A pattern that matches nothing is a mistake to report, not a smaller dump.
+        if !args.is_empty() {
+            args.push("--strict-names".into());
+        }
+        args
     }
 
     /// `pg_dump -Fc -Z0` read from its standard output straight into the repository.
@@ -382,7 +387,15 @@ impl Dump<'_> {
         let mut running = tool.spawn(cmd)?;
         // Progress while the tool writes: what has landed in the scratch space.
         let mut seen = 0;
-        while !running.finished() {
+        loop {
+            match running.finished() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    running.kill();
+                    return Err(e);
+                }
+            }
             std::thread::sleep(Duration::from_millis(200));
             let now = dir_bytes(&dir);
             self.progress.advance(now.saturating_sub(seen));

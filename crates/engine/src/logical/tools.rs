@@ -214,9 +214,11 @@ impl Running {
         let _ = self.child.wait();
     }
 
-    /// Whether the tool has ended.
-    pub fn finished(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+    /// Whether the tool has ended; not knowing is an error (waiting on would never end).
+    pub fn finished(&mut self) -> Result<bool> {
+        let status =
+            self.child.try_wait().map_err(|e| EngineError::io(format!("waiting for {}", self.tool), e))?;
+        Ok(status.is_some())
     }
 }
 
