@@ -222,9 +222,13 @@ pub fn delete(repo: &Repository, backup: &BackupInfo) -> Result<()> {
     Ok(())
 }
 
-/// Stores `record` as the metadata of `backup`'s manifest (a status change).
+/// Stores `record` as the metadata of `backup`'s manifest (a status change), leaving it the
+/// backup's only record: duplicates a crash left could otherwise be listed instead of it.
 pub fn rewrite(repo: &Repository, backup: &BackupInfo, record: &BackupRecord) -> Result<Id> {
     let meta = serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    for duplicate in &backup.duplicates {
+        repo.delete_manifest(duplicate)?;
+    }
     Ok(repo.replace_meta(&backup.manifest, meta)?)
 }
 
@@ -239,6 +243,7 @@ pub fn set_status(
     changed.record.status = status;
     changed.record.error = error;
     changed.manifest = rewrite(repo, backup, &changed.record)?;
+    changed.duplicates.clear();
     Ok(changed)
 }
 
