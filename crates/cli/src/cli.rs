@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -94,6 +95,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Change a backup's note, or pin it against retention (--ttl, --expire-time).
     SetBackup(SetBackupArgs),
+    /// Make a DELTA backup FULL and delete the backups it descends from (no data is copied).
+    Merge(MergeArgs),
 }
 
 /// Compression of what a command stores, when not the instance's or the repository's default.
@@ -446,13 +449,16 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub instance: String,
     /// Delete this backup.
-    #[arg(short = 'i', long = "backup-id", conflicts_with_all = ["delete_expired", "status"])]
+    #[arg(short = 'i', long = "backup-id", conflicts_with_all = ["delete_expired", "merge_expired", "status"])]
     pub backup_id: Option<String>,
     /// Delete the backups the retention policy expires.
     #[arg(long, conflicts_with = "status")]
     pub delete_expired: bool,
+    /// As --delete-expired, after making FULL the oldest kept DELTA descending from expired backups.
+    #[arg(long, conflicts_with = "status")]
+    pub merge_expired: bool,
     /// Delete every backup with this status.
-    #[arg(long, value_parser = ["ERROR", "CORRUPT", "DONE", "OK", "error", "corrupt", "done", "ok"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(DELETABLE_STATUSES).map(|s| s.to_uppercase()), ignore_case = true)]
     pub status: Option<String>,
     #[command(flatten)]
     pub backup_retention: BackupRetentionArgs,
@@ -464,6 +470,20 @@ pub struct DeleteArgs {
     /// Say what would be deleted and why; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// The statuses `delete --status` takes.
+const DELETABLE_STATUSES: [&str; 7] = ["ERROR", "CORRUPT", "ORPHAN", "DONE", "OK", "MERGING", "DELETING"];
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long)]
+    pub instance: String,
+    /// The DELTA backup to make FULL.
+    #[arg(short = 'i', long = "backup-id")]
+    pub backup_id: String,
 }
 
 #[derive(Debug, Args)]

@@ -265,3 +265,45 @@ fn retention_deletes_only_what_the_policy_expires() {
     ok(cairn(&repo, &["validate", "--instance", "main", "-i", &ids[3]]));
     fails(cairn(&repo, &["delete", "--instance", "main"]), 2, "invalid-argument");
 }
+
+#[test]
+fn merge_makes_a_delta_full_and_removes_its_ancestors() {
+    let cluster = PgCluster::start(15);
+    cluster.psql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    ok(cairn(&repo, &["init"]));
+    let port = cluster.port().to_string();
+    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
+    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+    ok(cairn(&repo, &[&["add-instance", "--instance", "main", "-D", pgdata.as_str()][..], &conn].concat()));
+    let mut ids = Vec::new();
+    for mode in ["FULL", "DELTA", "DELTA"] {
+        cluster.psql("UPDATE t SET md5 = md5(md5) WHERE g % 50 = 0");
+        let b = ok(cairn(&repo, &["backup", "--instance", "main", "-b", mode, "--no-validate"]));
+        ids.push(b["id"].as_str().unwrap().to_string());
+    }
+    let msg = fails(cairn(&repo, &["merge", "--instance", "main", "-i", &ids[0]]), 2, "invalid-argument");
+    assert!(msg.contains("already FULL"), "{msg}");
+    fails(cairn(&repo, &["merge", "--instance", "main", "-i", "NOSUCH"]), 8, "backup-not-found");
+    // --merge-expired with one FULL kept: nothing to merge or delete, said as such.
+    let expire =
+        ["delete", "--instance", "main", "--merge-expired", "--retention-redundancy", "1", "--dry-run"];
+    let dry = ok(cairn(&repo, &expire));
+    assert_eq!(
+        (dry["backups"]["merged"].as_array().unwrap().len(), dry["backups"]["dry_run"].as_bool()),
+        (0, Some(true))
+    );
+
+    let merged = ok(cairn(&repo, &["merge", "--instance", "main", "-i", &ids[2]]));
+    assert_eq!(merged["backup_id"], ids[2].as_str());
+    assert_eq!(merged["removed"], serde_json::json!([ids[1], ids[0]]), "{merged}");
+    assert_eq!(merged["status"], "DONE");
+    assert!(merged["prune"]["bytes_before"].as_u64() > merged["prune"]["bytes_after"].as_u64(), "{merged}");
+    let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
+    assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!((&shown[0]["mode"], &shown[0]["status"]), (&"FULL".into(), &"DONE".into()));
+    assert!(shown[0].get("parent").is_none(), "{shown}");
+    ok(cairn(&repo, &["check", "--read-data"]));
+    ok(cairn(&repo, &["validate", "--instance", "main", "-i", &ids[2]]));
+}

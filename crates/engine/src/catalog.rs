@@ -32,7 +32,7 @@ impl BackupMode {
     }
 }
 
-/// gs_probackup's statuses.
+/// gs_probackup's statuses (docs/format.md §9 says what each means in cairn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum BackupStatus {
@@ -44,12 +44,27 @@ pub enum BackupStatus {
     Ok,
     /// Failed or interrupted; not restorable.
     Error,
+    /// Validation found damage; not restorable.
     Corrupt,
+    /// An ancestor was found corrupt after this backup was last validated: whether it shares
+    /// the damage is unknown until it is validated itself. Not restorable until then.
+    Orphan,
+    /// The target of a merge that has not finished; its data is complete.
+    Merging,
+    /// Being deleted (its deletion is finished by the next `delete`); never used again.
+    Deleting,
 }
 
 impl BackupStatus {
+    /// Whether restore and DELTA backups may use it without being told to.
     pub fn is_restorable(self) -> bool {
-        matches!(self, BackupStatus::Ok | BackupStatus::Done)
+        matches!(self, BackupStatus::Ok | BackupStatus::Done | BackupStatus::Merging)
+    }
+}
+
+impl std::fmt::Display for BackupStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format!("{self:?}").to_uppercase())
     }
 }
 
@@ -224,10 +239,47 @@ pub fn delete(repo: &Repository, backup: &BackupInfo) -> Result<()> {
     Ok(())
 }
 
-/// Stores `record` as the metadata of `backup`'s manifest (a status change).
+/// Stores `record` as the metadata of `backup`'s manifest (a status change), leaving it the
+/// backup's only record: duplicates a crash left could otherwise be listed instead of it.
 pub fn rewrite(repo: &Repository, backup: &BackupInfo, record: &BackupRecord) -> Result<Id> {
     let meta = serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    for duplicate in &backup.duplicates {
+        repo.delete_manifest(duplicate)?;
+    }
     Ok(repo.replace_meta(&backup.manifest, meta)?)
+}
+
+/// Rewrites `backup` with `status` (and `error`), returning it as now stored.
+pub fn set_status(
+    repo: &Repository,
+    backup: &BackupInfo,
+    status: BackupStatus,
+    error: Option<String>,
+) -> Result<BackupInfo> {
+    let mut changed = backup.clone();
+    changed.record.status = status;
+    changed.record.error = error;
+    changed.manifest = rewrite(repo, backup, &changed.record)?;
+    changed.duplicates.clear();
+    Ok(changed)
+}
+
+/// `backup`'s ancestors, nearest first, following `parent` up to and including
+/// the first FULL backup. A parent that is gone (deleted) ends the chain there.
+pub fn ancestors<'a>(backups: &'a [BackupInfo], backup: &BackupInfo) -> Vec<&'a BackupInfo> {
+    let mut chain: Vec<&BackupInfo> = Vec::new();
+    let mut next = backup.record.parent.as_deref();
+    while let Some(id) = next {
+        let found = backups.iter().find(|b| b.record.id == id && b.record.instance == backup.record.instance);
+        // A chain longer than the catalog would be a cycle (a hand-edited repository).
+        let Some(parent) = found.filter(|_| chain.len() < backups.len()) else { break };
+        chain.push(parent);
+        next = match parent.record.mode {
+            BackupMode::Full | BackupMode::Logical => None,
+            BackupMode::Delta => parent.record.parent.as_deref(),
+        };
+    }
+    chain
 }
 
 /// The backup `id` of `instance`, or its newest restorable physical backup.

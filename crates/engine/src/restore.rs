@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use cairn_repo::{EntryKind, FileEntry, Repository};
 
-use crate::catalog::{self, BackupInfo};
+use crate::catalog::{self, BackupInfo, BackupStatus};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::recovery::{self, RecoveryOptions};
@@ -89,9 +89,18 @@ pub fn restore(
         )));
     }
     if !backup.record.status.is_restorable() || !backup.has_files {
+        let (id, instance) = (&backup.record.id, &options.instance);
+        let what_to_do = match backup.record.status {
+            BackupStatus::Orphan => {
+                format!("; it restores once 'cairn validate --instance {instance} -i {id}' finds it OK")
+            }
+            BackupStatus::Deleting => format!(
+                "; it is being deleted: 'cairn delete --instance {instance} --status DELETING' finishes that"
+            ),
+            _ => String::new(),
+        };
         return Err(EngineError::Refused(format!(
-            "backup {} has status {:?}{}",
-            backup.record.id,
+            "backup {id} has status {}{}{what_to_do}",
             backup.record.status,
             backup.record.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
         )));

@@ -35,6 +35,8 @@ pub struct Candidate {
     /// What a LOGICAL backup restores (its scope: databases, schemas, tables, time range);
     /// empty for physical ones. Dumps of one scope make a series of their own.
     pub series: String,
+    /// DELTA: the backup it compared its files with.
+    pub parent: Option<String>,
 }
 
 impl Candidate {
@@ -49,6 +51,7 @@ impl Candidate {
                 let range = l.time_range.as_ref().map(|r| (&r.column, &r.from, &r.to));
                 serde_json::json!([l.databases, l.schemas, l.tables, l.globals, range]).to_string()
             }),
+            parent: b.record.parent.clone(),
         }
     }
 }
@@ -124,6 +127,50 @@ pub fn expired(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc
         .collect()
 }
 
+/// A kept DELTA that `delete --merge-expired` makes FULL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Merge {
+    pub id: String,
+    /// The expired backups it descends from, nearest first.
+    pub expired_ancestors: Vec<String>,
+}
+
+/// For `--merge-expired`: the usable DELTA backups that are kept but descend from an expired
+/// one (following `parent` to the first FULL). Oldest first, and one chosen counts as FULL
+/// for those after it, so each chain gets its oldest kept DELTA only.
+pub fn to_merge(backups: &[Candidate], expired: &[Expired]) -> Vec<Merge> {
+    let is_expired = |id: &str| expired.iter().any(|e| e.id == id);
+    let mut by_age: Vec<&Candidate> = backups.iter().collect();
+    by_age.sort_by_key(|b| b.end_time);
+    let mut merges: Vec<Merge> = Vec::new();
+    for b in by_age {
+        if b.mode != BackupMode::Delta || !b.status.is_restorable() || is_expired(&b.id) {
+            continue;
+        }
+        let mut expired_ancestors = Vec::new();
+        let mut next = b.parent.as_deref();
+        let mut steps = 0;
+        while let Some(parent) = next.and_then(|id| backups.iter().find(|c| c.id == id)) {
+            // A chain longer than the list would be a cycle (a hand-edited repository).
+            steps += 1;
+            if steps > backups.len() || merges.iter().any(|m| m.id == parent.id) {
+                break;
+            }
+            if is_expired(&parent.id) {
+                expired_ancestors.push(parent.id.clone());
+            }
+            next = match parent.mode {
+                BackupMode::Full | BackupMode::Logical => None,
+                BackupMode::Delta => parent.parent.as_deref(),
+            };
+        }
+        if !expired_ancestors.is_empty() {
+            merges.push(Merge { id: b.id.clone(), expired_ancestors });
+        }
+    }
+    merges
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +188,67 @@ mod tests {
             end_time: day(days) + Duration::seconds(i as i64),
             expire_time: pin.map(day),
             series: String::new(),
+            parent: None,
         }
+    }
+
+    /// Backups taken in order, each DELTA's parent the newest usable one before it (as
+    /// `backup -b DELTA` picks it); a DELTA with none is a FULL.
+    fn history(taken: &[(i64, bool, bool, Option<i64>)]) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = Vec::new();
+        for (i, &h) in taken.iter().enumerate() {
+            let mut b = candidate(i, h);
+            b.parent = match b.mode {
+                BackupMode::Delta => {
+                    out.iter().rev().find(|p| p.status.is_restorable()).map(|p| p.id.clone())
+                }
+                BackupMode::Full => None,
+            };
+            if b.parent.is_none() {
+                b.mode = BackupMode::Full;
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    #[test]
+    fn merge_expired_makes_the_oldest_kept_delta_of_each_chain_full() {
+        // A FULL on day 0 and 7, DELTAs on the other days; today is day 10.5.
+        let backups = history(&(0..11).map(|d| (d, d % 7 == 0, true, None)).collect::<Vec<_>>());
+        let window = RetentionPolicy { redundancy: None, window_days: Some(3) };
+        let gone = expired(&backups, window, day(10) + Duration::hours(12));
+        // The window opens at 7.5: day 7 (the FULL) and after are kept, the first week goes,
+        // and no kept DELTA descends from it.
+        assert_eq!(gone.len(), 7);
+        assert!(to_merge(&backups, &gone).is_empty());
+        // A window opening at 3.5 keeps day 3 on: day 3 becomes FULL (standing in for days
+        // 2, 1 and 0); days 4 to 6 descend from it and stay DELTAs.
+        let gone = expired(&backups, window, day(6) + Duration::hours(12));
+        assert_eq!(gone.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["B000", "B001", "B002"]);
+        let merges = to_merge(&backups, &gone);
+        assert_eq!(
+            merges,
+            [Merge {
+                id: "B003".into(),
+                expired_ancestors: vec!["B002".into(), "B001".into(), "B000".into()]
+            }]
+        );
+        // A failed backup in between is nobody's parent; a pinned ancestor is kept, but the
+        // DELTA after an expired one still becomes FULL.
+        let mut taken: Vec<(i64, bool, bool, Option<i64>)> =
+            (0..6).map(|d| (d, d == 0, true, None)).collect();
+        taken[0].3 = Some(30);
+        taken[3].2 = false;
+        let backups = history(&taken);
+        assert_eq!(backups[4].parent.as_deref(), Some("B002"));
+        let gone = expired(&backups, window, day(7) + Duration::hours(12));
+        assert_eq!(gone.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["B001", "B002"]);
+        let merges = to_merge(&backups, &gone);
+        assert_eq!(
+            merges,
+            [Merge { id: "B004".into(), expired_ancestors: vec!["B002".into(), "B001".into()] }]
+        );
     }
 
     #[test]
@@ -191,6 +298,50 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the history and policy: once the chosen DELTAs are FULL, no kept usable
+        /// DELTA descends from an expired backup, and each chosen one is needed (a kept usable
+        /// DELTA with an expired ancestor before any chosen one).
+        #[test]
+        fn merge_expired_leaves_no_kept_delta_on_an_expired_chain(
+            taken in proptest::collection::vec((0i64..3, any::<bool>(), any::<bool>(), proptest::option::of(0i64..90)), 0..30),
+            redundancy in proptest::option::of(0u32..4),
+            window in proptest::option::of(0u32..20),
+        ) {
+            let mut today = 0;
+            let taken: Vec<_> = taken
+                .into_iter()
+                .map(|(gap, full, ok, pin)| {
+                    today += gap;
+                    (today, full, ok, pin)
+                })
+                .collect();
+            let backups = history(&taken);
+            let gone = expired(&backups, RetentionPolicy { redundancy, window_days: window }, day(today + 1));
+            let merges = to_merge(&backups, &gone);
+            let is_gone = |id: &str| gone.iter().any(|e| e.id == id);
+            let is_merged = |id: &str| merges.iter().any(|m| m.id == id);
+            for b in &backups {
+                let mut meets_expired = false;
+                let mut next = b.parent.as_deref();
+                while let Some(p) = next.and_then(|id| backups.iter().find(|c| c.id == id)) {
+                    if is_merged(&p.id) {
+                        break;
+                    }
+                    meets_expired |= is_gone(&p.id);
+                    next = match p.mode {
+                        BackupMode::Full => None,
+                        BackupMode::Delta => p.parent.as_deref(),
+                    };
+                }
+                let kept_delta = b.mode == BackupMode::Delta && b.status.is_restorable() && !is_gone(&b.id);
+                if is_merged(&b.id) {
+                    prop_assert!(kept_delta && meets_expired, "{} need not be merged", b.id);
+                } else if kept_delta {
+                    prop_assert!(!meets_expired, "{} descends from an expired backup", b.id);
+                }
+            }
+        }
+
         /// Whatever the history: pinned backups, the newest N FULLs and all after them, and
         /// what restores to every point of the window are never expired; failed backups are
         /// not this function's business.

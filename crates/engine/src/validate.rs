@@ -1,6 +1,8 @@
 //! Validate: reads every chunk of a backup back, decrypting and re-hashing it, checks every
 //! file's length against its manifest and, when the cluster has checksums, every data page's
 //! checksum again. A damaged backup becomes CORRUPT (restore skips it); a DONE one becomes OK.
+//! The DELTA backups descending from one newly found CORRUPT become ORPHAN unless the same
+//! run validated them: they may share its damaged chunks, and only their own validation says.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use serde::Serialize;
 use cairn_pg::{page_lsn, relation_block, verify_page, Lsn, PageVerdict, BLCKSZ};
 use cairn_repo::{FileEntry, RepoError, Repository};
 
-use crate::catalog::{self, BackupInfo, BackupStatus};
+use crate::catalog::{self, BackupInfo, BackupMode, BackupStatus};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
 use crate::restore::entries_of;
@@ -43,8 +45,27 @@ pub fn validate(
 ) -> Result<ValidateSummary> {
     let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     let backup = catalog::find(repo, instance, id)?;
+    if backup.record.status == BackupStatus::Deleting {
+        return Err(EngineError::Invalid(format!(
+            "backup {} is being deleted (status DELETING); 'cairn delete --instance {instance} --status DELETING' finishes it",
+            backup.record.id
+        )));
+    }
     repo.load_index()?;
-    validate_backup(repo, &backup, options, progress)
+    let mut corrupted = Vec::new();
+    let outcome = validate_backup(repo, &backup, options, progress, &mut corrupted);
+    let orphaned = orphan_descendants(repo, Some(instance), &corrupted, &[key(&backup)]);
+    // The verdict on the backup matters more than a failure to mark its descendants.
+    let summary = outcome?;
+    orphaned?;
+    Ok(summary)
+}
+
+/// A backup's identity across instances.
+type Key = (String, String);
+
+fn key(backup: &BackupInfo) -> Key {
+    (backup.record.instance.clone(), backup.record.id.clone())
 }
 
 /// The outcome of validating one of many backups.
@@ -71,14 +92,17 @@ pub fn validate_all(
     }
     repo.load_index()?;
     let mut out = Vec::new();
+    let mut validated = Vec::new();
+    let mut corrupted = Vec::new();
     for backup in catalog::list(repo, instance)? {
         let r = &backup.record;
-        if !matches!(r.status, BackupStatus::Ok | BackupStatus::Done | BackupStatus::Corrupt)
-            || !backup.has_files
-        {
+        let finished =
+            !matches!(r.status, BackupStatus::Running | BackupStatus::Error | BackupStatus::Deleting);
+        if !finished || !backup.has_files {
             continue;
         }
-        let outcome = validate_backup(repo, &backup, options, progress);
+        let outcome = validate_backup(repo, &backup, options, progress, &mut corrupted);
+        validated.push(key(&backup));
         out.push(Validated {
             instance: r.instance.clone(),
             backup_id: r.id.clone(),
@@ -86,14 +110,51 @@ pub fn validate_all(
             error: outcome.err().map(|e| e.to_string()),
         });
     }
+    // Every finished backup got its own verdict; this only reaches what was not validated.
+    orphan_descendants(repo, instance, &corrupted, &validated)?;
     Ok(out)
 }
 
+/// Marks ORPHAN every DONE or OK DELTA backup descending from one of `corrupted` that is not
+/// among `validated`.
+fn orphan_descendants(
+    repo: &Repository,
+    instance: Option<&str>,
+    corrupted: &[Key],
+    validated: &[Key],
+) -> Result<()> {
+    if corrupted.is_empty() {
+        return Ok(());
+    }
+    let backups = catalog::list(repo, instance)?;
+    for backup in &backups {
+        let r = &backup.record;
+        if r.mode != BackupMode::Delta
+            || !matches!(r.status, BackupStatus::Done | BackupStatus::Ok)
+            || validated.contains(&key(backup))
+        {
+            continue;
+        }
+        let ancestors = catalog::ancestors(&backups, backup);
+        if let Some(bad) = ancestors.iter().find(|a| corrupted.contains(&key(a))) {
+            let why = format!(
+                "its ancestor {} is corrupt; validate this backup to know whether it shares the damage",
+                bad.record.id
+            );
+            catalog::set_status(repo, backup, BackupStatus::Orphan, Some(why))?;
+        }
+    }
+    Ok(())
+}
+
+/// Validates one backup and records the verdict; one newly found CORRUPT is added to
+/// `corrupted`.
 fn validate_backup(
     repo: &Repository,
     backup: &BackupInfo,
     options: &ValidateOptions,
     progress: &dyn Progress,
+    corrupted: &mut Vec<Key>,
 ) -> Result<ValidateSummary> {
     let started = Instant::now();
     let check_pages = backup.record.checksums && !options.skip_block_validation;
@@ -120,10 +181,10 @@ fn validate_backup(
         }
     };
     if let Some(reason) = damage {
-        let mut record = backup.record.clone();
-        record.status = BackupStatus::Corrupt;
-        record.error = Some(reason.clone());
-        catalog::rewrite(repo, backup, &record)?;
+        catalog::set_status(repo, backup, BackupStatus::Corrupt, Some(reason.clone()))?;
+        if backup.record.status != BackupStatus::Corrupt {
+            corrupted.push(key(backup));
+        }
         return Err(match read {
             Err(e) => e,
             Ok(_) => EngineError::CorruptPages(format!("backup {}: {reason}", backup.record.id)),
@@ -131,12 +192,10 @@ fn validate_backup(
     }
     let (entries, bytes) = read?;
     let mut status = backup.record.status;
-    if matches!(status, BackupStatus::Done | BackupStatus::Corrupt) {
-        // Read back whole: OK (a backup once marked CORRUPT by a passing failure recovers).
-        let mut record = backup.record.clone();
-        record.status = BackupStatus::Ok;
-        record.error = None;
-        catalog::rewrite(repo, backup, &record)?;
+    // Read back whole: OK (a backup once marked CORRUPT by a passing failure recovers, an
+    // ORPHAN gets its own verdict). A MERGING one stays so until its merge finishes.
+    if matches!(status, BackupStatus::Done | BackupStatus::Corrupt | BackupStatus::Orphan) {
+        catalog::set_status(repo, backup, BackupStatus::Ok, None)?;
         status = BackupStatus::Ok;
     }
     Ok(ValidateSummary {

@@ -55,4 +55,11 @@ fn a_dead_running_record_is_error_and_duplicates_show_once() {
         listed.iter().map(|b| (b.record.id.as_str(), b.record.status)).collect();
     assert_eq!(seen, [("T00001", BackupStatus::Error), ("T00002", BackupStatus::Done)]);
     assert!(listed[0].record.error.as_deref().unwrap_or("").contains("interrupted"));
+
+    // A status change leaves one record of the backup: the duplicate goes with it.
+    assert_eq!(listed[1].duplicates.len(), 1);
+    catalog::set_status(&repo, &listed[1], BackupStatus::Deleting, None).expect("rewrite");
+    assert_eq!(repo.list_manifests().expect("manifests").len(), 2);
+    let listed = catalog::list(&repo, Some("main")).expect("list");
+    assert_eq!((listed[1].record.status, listed[1].duplicates.len()), (BackupStatus::Deleting, 0));
 }

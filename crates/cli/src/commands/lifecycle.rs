@@ -1,4 +1,4 @@
-//! `cairn delete` and `cairn set-backup`: the backup lifecycle.
+//! `cairn delete`, `cairn merge` and `cairn set-backup`: the backup lifecycle.
 
 use cairn_engine::archive;
 use cairn_engine::catalog::BackupStatus;
@@ -6,7 +6,7 @@ use cairn_engine::lifecycle::{self, Selection};
 use cairn_engine::retention::RetentionPolicy;
 
 use super::archive::{describe, retention};
-use crate::cli::{DeleteArgs, Format, SetBackupArgs};
+use crate::cli::{DeleteArgs, Format, MergeArgs, SetBackupArgs};
 use crate::exit::usage;
 use crate::output;
 
@@ -20,16 +20,17 @@ pub fn delete(format: Format, args: &DeleteArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    if selection.is_none() && !args.delete_expired && !args.delete_wal {
+    let expire = args.delete_expired || args.merge_expired;
+    if selection.is_none() && !expire && !args.delete_wal {
         return Err(usage(
-            "say what to delete: -i ID, --status STATUS, --delete-expired and/or --delete-wal",
+            "say what to delete: -i ID, --status STATUS, --delete-expired or --merge-expired, and/or --delete-wal",
         ));
     }
     let repo = super::open(&args.repo)?;
     let (_, config) = cairn_engine::instance::find(&repo, &args.instance)?;
     let selection = match selection {
         Some(s) => Some(s),
-        None if args.delete_expired => {
+        None if expire => {
             let policy = RetentionPolicy {
                 redundancy: args.backup_retention.retention_redundancy.or(config.retention.redundancy),
                 window_days: args.backup_retention.retention_window.or(config.retention.window_days),
@@ -39,7 +40,10 @@ pub fn delete(format: Format, args: &DeleteArgs) -> anyhow::Result<()> {
                     "no retention policy: give --retention-redundancy and/or --retention-window, or store them with set-config",
                 ));
             }
-            Some(Selection::Expired(policy))
+            Some(match args.merge_expired {
+                true => Selection::MergeExpired(policy),
+                false => Selection::Expired(policy),
+            })
         }
         None => None,
     };
@@ -60,20 +64,19 @@ pub fn delete(format: Format, args: &DeleteArgs) -> anyhow::Result<()> {
     output::print(format, &value, || {
         let mut out = String::new();
         if let Some(b) = &backups {
-            let verb = if b.dry_run { "would delete" } else { "deleted" };
+            let (verb, made_full) =
+                if b.dry_run { ("would delete", "would make FULL") } else { ("deleted", "made FULL") };
             if b.deleted.is_empty() {
                 out += "no backup to delete\n";
+            }
+            for m in &b.merged {
+                out += &format!("{made_full} backup {}: {}\n", m.id, m.reason);
             }
             for d in &b.deleted {
                 out += &format!("{verb} backup {}: {}\n", d.id, d.reason);
             }
             if let Some(p) = &b.prune {
-                out += &format!(
-                    "freed {} ({} pack(s) deleted, {} repacked)\n",
-                    output::bytes(p.bytes_before.saturating_sub(p.bytes_after)),
-                    p.packs_deleted,
-                    p.packs_repacked
-                );
+                out += &freed(p);
             }
         }
         if let Some(w) = &wal {
@@ -82,6 +85,32 @@ pub fn delete(format: Format, args: &DeleteArgs) -> anyhow::Result<()> {
         out
     });
     Ok(())
+}
+
+/// `cairn merge`: a DELTA becomes FULL, its ancestors go.
+pub fn merge(format: Format, args: &MergeArgs) -> anyhow::Result<()> {
+    let repo = super::open(&args.repo)?;
+    let summary = lifecycle::merge(&repo, &args.instance, &args.backup_id)?;
+    output::print(format, &summary, || {
+        let mut out = format!("backup {} is FULL (status {})\n", summary.backup_id, summary.status);
+        if !summary.removed.is_empty() {
+            out += &format!("deleted the backup(s) it descended from: {}\n", summary.removed.join(", "));
+        }
+        if let Some(p) = &summary.prune {
+            out += &freed(p);
+        }
+        out
+    });
+    Ok(())
+}
+
+fn freed(p: &cairn_repo::PruneSummary) -> String {
+    format!(
+        "freed {} ({} pack(s) deleted, {} repacked)\n",
+        output::bytes(p.bytes_before.saturating_sub(p.bytes_after)),
+        p.packs_deleted,
+        p.packs_repacked
+    )
 }
 
 /// `cairn set-backup`: note and pin.

@@ -44,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RestoreWal(args) => archive::restore_wal(format, &args),
         Command::Delete(args) => lifecycle::delete(format, &args),
         Command::SetBackup(args) => lifecycle::set_backup(format, &args),
+        Command::Merge(args) => lifecycle::merge(format, &args),
         Command::Version => {
             let value = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
