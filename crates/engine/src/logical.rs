@@ -159,6 +159,7 @@ mod tests {
             end_time: day(d),
             expire_time: None,
             series: String::new(),
+            parent: None,
         };
         // Weekly FULLs, daily dumps: keeping two of each must not let the dumps push the
         // second FULL out.

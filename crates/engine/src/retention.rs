@@ -202,7 +202,7 @@ mod tests {
                 BackupMode::Delta => {
                     out.iter().rev().find(|p| p.status.is_restorable()).map(|p| p.id.clone())
                 }
-                BackupMode::Full => None,
+                BackupMode::Full | BackupMode::Logical => None,
             };
             if b.parent.is_none() {
                 b.mode = BackupMode::Full;
@@ -260,6 +260,7 @@ mod tests {
             end_time: day(d),
             expire_time: None,
             series: series.into(),
+            parent: None,
         };
         // A January time range, then daily dumps of the whole database: keeping two dumps
         // keeps the range, the only one of its series.
@@ -329,7 +330,7 @@ mod tests {
                     }
                     meets_expired |= is_gone(&p.id);
                     next = match p.mode {
-                        BackupMode::Full => None,
+                        BackupMode::Full | BackupMode::Logical => None,
                         BackupMode::Delta => p.parent.as_deref(),
                     };
                 }
