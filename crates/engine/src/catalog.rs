@@ -274,10 +274,8 @@ pub fn ancestors<'a>(backups: &'a [BackupInfo], backup: &BackupInfo) -> Vec<&'a 
         // A chain longer than the catalog would be a cycle (a hand-edited repository).
         let Some(parent) = found.filter(|_| chain.len() < backups.len()) else { break };
         chain.push(parent);
-        next = match parent.record.mode {
-            BackupMode::Full | BackupMode::Logical => None,
-            BackupMode::Delta => parent.record.parent.as_deref(),
-        };
+        // Only a DELTA has a parent: a FULL (a merged one too) ends the chain.
+        next = parent.record.parent.as_deref();
     }
     chain
 }

@@ -159,10 +159,7 @@ pub fn to_merge(backups: &[Candidate], expired: &[Expired]) -> Vec<Merge> {
             if is_expired(&parent.id) {
                 expired_ancestors.push(parent.id.clone());
             }
-            next = match parent.mode {
-                BackupMode::Full | BackupMode::Logical => None,
-                BackupMode::Delta => parent.parent.as_deref(),
-            };
+            next = parent.parent.as_deref(); // only a DELTA has one
         }
         if !expired_ancestors.is_empty() {
             merges.push(Merge { id: b.id.clone(), expired_ancestors });
@@ -329,10 +326,7 @@ mod tests {
                         break;
                     }
                     meets_expired |= is_gone(&p.id);
-                    next = match p.mode {
-                        BackupMode::Full | BackupMode::Logical => None,
-                        BackupMode::Delta => p.parent.as_deref(),
-                    };
+                    next = p.parent.as_deref();
                 }
                 let kept_delta = b.mode == BackupMode::Delta && b.status.is_restorable() && !is_gone(&b.id);
                 if is_merged(&b.id) {
