@@ -3,41 +3,12 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::Path;
-use std::process::Output;
 
-use assert_cmd::Command;
 use cairn_testkit::PgCluster;
 use serde_json::Value;
 
-fn cairn(repo: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("cairn")
-        .unwrap()
-        .env_remove("BACKUP_PATH")
-        .env("CAIRN_PASSWORD", "demo password")
-        .args(args)
-        .args(["-B", repo.to_str().unwrap(), "--format", "json"])
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&stdout).unwrap()
-}
-
-fn fails(out: Output, status: i32, code: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(status),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["error"]["code"], code, "{v}");
-    v["error"]["message"].as_str().unwrap().to_string()
-}
+mod common;
+use common::{cairn, fails, ok};
 
 #[test]
 fn backup_show_validate_restore_and_refusals() {

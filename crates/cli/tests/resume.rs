@@ -5,29 +5,13 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::Path;
-use std::process::{Command as Process, Output, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use cairn_testkit::PgCluster;
-use serde_json::Value;
 
-fn cairn(repo: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("cairn")
-        .unwrap()
-        .env_remove("BACKUP_PATH")
-        .env("CAIRN_PASSWORD", "demo password")
-        .args(args)
-        .args(["-B", repo.to_str().unwrap(), "--format", "json"])
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&stdout).unwrap()
-}
+mod common;
+use common::{cairn, ok};
 
 /// Bytes and number of the objects under `dir` (recursively).
 fn stored(dir: &Path) -> (u64, usize) {
