@@ -590,9 +590,13 @@ pub fn delete_wal(
         WalDeletion { instance: instance.into(), kept_from_lsn: None, deleted: Vec::new(), kept: 0, dry_run };
     let Ok(identity) = identity(repo, instance) else { return Ok(done) };
     let size = identity.segment_size()?;
+    // An ORPHAN may prove OK when validated: its WAL stays until then.
     let starts: Vec<(u64, DateTime<Utc>)> = backups
         .iter()
-        .filter(|b| b.record.status.is_restorable() && b.has_files)
+        .filter(|b| {
+            (b.record.status.is_restorable() || b.record.status == crate::catalog::BackupStatus::Orphan)
+                && b.has_files
+        })
         .filter_map(|b| Some((b.record.start_lsn?.segment_number(size), b.record.start_time)))
         .collect();
     let segments: Vec<WalSegmentName> = listing.segments.values().flatten().copied().collect();

@@ -243,10 +243,12 @@ pub fn delete(repo: &Repository, backup: &BackupInfo) -> Result<()> {
 /// backup's only record: duplicates a crash left could otherwise be listed instead of it.
 pub fn rewrite(repo: &Repository, backup: &BackupInfo, record: &BackupRecord) -> Result<Id> {
     let meta = serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let new = repo.replace_meta(&backup.manifest, meta)?;
+    // Only once the change is stored: a crash before leaves the older records, never none.
     for duplicate in &backup.duplicates {
         repo.delete_manifest(duplicate)?;
     }
-    Ok(repo.replace_meta(&backup.manifest, meta)?)
+    Ok(new)
 }
 
 /// Rewrites `backup` with `status` (and `error`), returning it as now stored.

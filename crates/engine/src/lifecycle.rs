@@ -150,7 +150,7 @@ pub struct MergeSummary {
 /// finishes the job.
 pub fn merge(repo: &Repository, instance: &str, id: &str) -> Result<MergeSummary> {
     crate::instance::find(repo, instance)?;
-    let mut summary = {
+    let (mut summary, was_merging) = {
         let _lock = LockGuard::acquire(repo.storage().clone(), true)?;
         let backups = catalog::list(repo, Some(instance))?;
         let target = backups
@@ -192,16 +192,20 @@ pub fn merge(repo: &Repository, instance: &str, id: &str) -> Result<MergeSummary
             BackupStatus::Merging => target.clone(),
             _ => catalog::set_status(repo, target, BackupStatus::Merging, None)?,
         };
-        remove(repo, ancestors.iter().copied())?;
-        MergeSummary {
+        // Farthest first: a crash part-way leaves the chain from the target intact up to what
+        // is left, so merging again (or any delete, for what was marked) finishes the job.
+        remove(repo, ancestors.iter().rev().copied())?;
+        let summary = MergeSummary {
             instance: instance.into(),
             backup_id: r.id.clone(),
             removed: ancestors.iter().map(|a| a.record.id.clone()).collect(),
             status: make_full(repo, &merging, r.status)?,
             prune: None,
-        }
+        };
+        (summary, r.status == BackupStatus::Merging)
     };
-    if !summary.removed.is_empty() {
+    // An interrupted merge may have deleted manifests without pruning after them.
+    if !summary.removed.is_empty() || was_merging {
         summary.prune = Some(cairn_repo::prune(repo, &PruneOptions { dry_run: false })?);
     }
     Ok(summary)
@@ -264,6 +268,8 @@ pub fn set_backup(
     note: Option<String>,
     expire_time: Option<Option<DateTime<Utc>>>,
 ) -> Result<catalog::BackupRecord> {
+    // Exclusive: a pin must not race a merge or delete of the same backup.
+    let _lock = LockGuard::acquire(repo.storage().clone(), true)?;
     let backup = catalog::find(repo, instance, Some(id))?;
     let mut record = backup.record.clone();
     if let Some(note) = note {

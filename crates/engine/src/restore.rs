@@ -65,6 +65,8 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
+    // Before choosing: a delete, merge or prune cannot then remove the backup under us.
+    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     let (backup, expected_stop_lsn) = match &options.recovery {
         Some(recovery) => {
             let backups = catalog::list(repo, Some(&options.instance))?;
@@ -106,7 +108,6 @@ pub fn restore(
         )));
     }
     let places = Places::new(&backup, options)?;
-    let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     // Tablespace and external directories are never emptied, even with --force: without a
     // mapping they are the source cluster's own directories.
     for dir in places.other_roots().iter().filter(|_| !options.delta) {

@@ -300,10 +300,13 @@ impl Repository {
     }
 
     /// Replaces a manifest's metadata (a status change): the new manifest is stored before
-    /// the old one is removed, so a crash leaves one or both, never neither.
+    /// the old one is removed, so a crash leaves one or both, never neither; it is the newer
+    /// (a later `created`), so that a reader left with both takes the change.
     pub fn replace_meta(&self, id: &Id, meta: serde_json::Value) -> Result<Id> {
         let mut manifest = self.load_manifest(id)?;
         manifest.meta = meta;
+        let now = chrono::Utc::now();
+        manifest.created = now.max(manifest.created + chrono::Duration::nanoseconds(1));
         let new = self.write_manifest(&manifest)?;
         if new != *id {
             self.delete_manifest(id)?;
