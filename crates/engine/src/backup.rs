@@ -87,11 +87,22 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     let control = server.check(&pgdata, config.system_identifier)?;
 
     let compression = options.compression.or(config.compression);
+    let existing = catalog::list(repo, Some(&options.instance))?;
+    // After an interrupted backup, what it stored but had not indexed yet is reused too.
+    let resuming = existing
+        .iter()
+        .rev()
+        .find(|b| b.record.mode.is_physical())
+        .is_some_and(|b| b.record.status == BackupStatus::Error);
     let writer = Writer::new(
         repo,
-        &WriterOptions { channels: options.channels.max(1), compression, ..Default::default() },
+        &WriterOptions {
+            channels: options.channels.max(1),
+            compression,
+            adopt_unindexed: resuming,
+            ..Default::default()
+        },
     )?;
-    let existing = catalog::list(repo, Some(&options.instance))?;
     // A DELTA needs a parent: the newest usable backup; without one it is a FULL.
     let parent = match options.mode {
         BackupMode::Delta => existing

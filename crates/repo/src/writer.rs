@@ -40,11 +40,14 @@ pub struct WriterOptions {
     /// An index object is written every this many packs (and at the end), so that an
     /// interrupted writer's work is found and reused by the next one.
     pub index_every_packs: usize,
+    /// Resuming: index the packs an interrupted writer stored after its last index object,
+    /// so that their chunks are reused too (costs a listing of every pack).
+    pub adopt_unindexed: bool,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { channels: 1, compression: None, index_every_packs: 16 }
+        WriterOptions { channels: 1, compression: None, index_every_packs: 16, adopt_unindexed: false }
     }
 }
 
@@ -138,6 +141,7 @@ impl<'r> Writer<'r> {
         }
         let lock = LockGuard::acquire(repo.storage.clone(), false)?;
         repo.load_index()?;
+        let adopted = if options.adopt_unindexed { unindexed_packs(repo)? } else { Vec::new() };
         let config = repo.config();
         let compression = options.compression.unwrap_or(config.compression);
         let shared = Arc::new(Shared {
@@ -148,7 +152,8 @@ impl<'r> Writer<'r> {
             pack_size: config.pack_size as usize,
             index_every_packs: options.index_every_packs.max(1),
             claimed: Default::default(),
-            unindexed: Mutex::new((Vec::new(), Instant::now())),
+            // Adopted packs go into this writer's first index object.
+            unindexed: Mutex::new((adopted, Instant::now())),
             failure: Default::default(),
             failed: Default::default(),
             counters: Default::default(),
@@ -501,6 +506,30 @@ fn write_index(shared: &Shared, all: bool) -> Result<()> {
         std::mem::take(&mut unindexed.0)
     };
     store_index(shared.storage.as_ref(), &shared.crypto, &packs).map(drop)
+}
+
+/// The packs in storage that no index object names (left by an interrupted writer, or being
+/// stored by one running now, which will index them too: an index may name a pack twice),
+/// with their blobs, now in `repo`'s index. A pack whose header does not read is left to
+/// `check` and `prune`.
+fn unindexed_packs(repo: &Repository) -> Result<Vec<PackBlobs>> {
+    let mut found = Vec::new();
+    for meta in repo.storage.list(layout::DATA) {
+        let meta = meta?;
+        let Some(id) = layout::id_of(Kind::Pack, &meta.path) else { continue };
+        if repo.index.read().unwrap_or_else(|e| e.into_inner()).has_pack(&id) {
+            continue;
+        }
+        match crate::check::read_pack_header(repo, &id, meta.size) {
+            Ok(blobs) => found.push((id, blobs)),
+            Err(e) => tracing::warn!("not reusing pack {}: {e}", id.short()),
+        }
+    }
+    let mut index = repo.index.write().unwrap_or_else(|e| e.into_inner());
+    for (id, blobs) in &found {
+        index.add_pack(*id, blobs);
+    }
+    Ok(found)
 }
 
 fn fail(shared: &Shared, e: RepoError) {
