@@ -714,8 +714,10 @@ impl Copier<'_> {
             (Some(_), Some(ChangeSource::Summaries(pieces))) => Some(pieces.for_file(&entry.rel_path)),
             _ => None,
         };
+        // The free space map is not WAL-logged: its pages' LSNs say nothing.
+        let fsm = entry.relation().is_some_and(|r| r.fork == cairn_pg::Fork::Fsm);
         let page_lsn = match (old, self.changes) {
-            (Some(_), Some(ChangeSource::PageLsn(lsn))) => Some(*lsn),
+            (Some(_), Some(ChangeSource::PageLsn(lsn))) if !fsm => Some(*lsn),
             _ => None,
         };
         let first_block = entry.relation().map_or(0, |r| relation_block(r.segment, 0));
