@@ -4,13 +4,14 @@
 //! The DELTA backups descending from one newly found CORRUPT become ORPHAN unless the same
 //! run validated them: they may share its damaged chunks, and only their own validation says.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use cairn_pg::{page_lsn, relation_block, verify_page, Lsn, PageVerdict, BLCKSZ};
-use cairn_repo::{FileEntry, RepoError, Repository};
+use cairn_repo::{ChunkId, FileEntry, RepoError, Repository};
 
 use crate::catalog::{self, BackupInfo, BackupMode, BackupStatus};
 use crate::error::{EngineError, Result};
@@ -52,12 +53,12 @@ pub fn validate(
         )));
     }
     repo.load_index()?;
-    let mut corrupted = Vec::new();
-    let outcome = validate_backup(repo, &backup, options, progress, &mut corrupted);
-    let orphaned = orphan_descendants(repo, Some(instance), &corrupted, &[key(&backup)]);
-    // The verdict on the backup matters more than a failure to mark its descendants.
+    let mut found = Findings::default();
+    let outcome = validate_backup(repo, &backup, options, progress, &mut found);
+    let marked = found.mark_others(repo, Some(instance), &[key(&backup)]);
+    // The verdict on the backup matters more than a failure to mark the others.
     let summary = outcome?;
-    orphaned?;
+    marked?;
     Ok(summary)
 }
 
@@ -93,7 +94,7 @@ pub fn validate_all(
     repo.load_index()?;
     let mut out = Vec::new();
     let mut validated = Vec::new();
-    let mut corrupted = Vec::new();
+    let mut found = Findings::default();
     for backup in catalog::list(repo, instance)? {
         let r = &backup.record;
         let finished =
@@ -101,7 +102,7 @@ pub fn validate_all(
         if !finished || !backup.has_files {
             continue;
         }
-        let outcome = validate_backup(repo, &backup, options, progress, &mut corrupted);
+        let outcome = validate_backup(repo, &backup, options, progress, &mut found);
         validated.push(key(&backup));
         out.push(Validated {
             instance: r.instance.clone(),
@@ -110,9 +111,44 @@ pub fn validate_all(
             error: outcome.err().map(|e| e.to_string()),
         });
     }
-    // Every finished backup got its own verdict; this only reaches what was not validated.
-    orphan_descendants(repo, instance, &corrupted, &validated)?;
+    // Every finished backup got its own verdict; this only reaches what was not validated
+    // (other instances' backups sharing damaged chunks).
+    found.mark_others(repo, instance, &validated)?;
     Ok(out)
+}
+
+/// What validation found damaged: backups newly CORRUPT, and the chunks that do not read back.
+#[derive(Default)]
+struct Findings {
+    corrupted: Vec<Key>,
+    damaged: BTreeSet<ChunkId>,
+}
+
+impl Findings {
+    /// Marks the backups not among `validated` that the damage reaches: CORRUPT every one
+    /// (of any instance: chunks are shared across the repository) that names a damaged
+    /// chunk, then ORPHAN the DELTAs descending from a corrupt one.
+    fn mark_others(mut self, repo: &Repository, instance: Option<&str>, validated: &[Key]) -> Result<()> {
+        if !self.damaged.is_empty() {
+            for backup in catalog::list(repo, None)? {
+                let usable = matches!(
+                    backup.record.status,
+                    BackupStatus::Done | BackupStatus::Ok | BackupStatus::Orphan | BackupStatus::Merging
+                );
+                if !usable || !backup.has_files || validated.contains(&key(&backup)) {
+                    continue;
+                }
+                let entries = entries_of(repo, &backup)?;
+                let shared = entries.iter().flat_map(|e| &e.chunks).find(|c| self.damaged.contains(*c));
+                if let Some(chunk) = shared {
+                    let why = format!("it holds chunk {}, which validation found damaged", chunk.short());
+                    catalog::set_status(repo, &backup, BackupStatus::Corrupt, Some(why))?;
+                    self.corrupted.push(key(&backup));
+                }
+            }
+        }
+        orphan_descendants(repo, instance, &self.corrupted, validated)
+    }
 }
 
 /// Marks ORPHAN every DONE or OK DELTA backup descending from one of `corrupted` that is not
@@ -147,14 +183,14 @@ fn orphan_descendants(
     Ok(())
 }
 
-/// Validates one backup and records the verdict; one newly found CORRUPT is added to
-/// `corrupted`.
+/// Validates one backup and records the verdict; one newly found CORRUPT, and the chunks of
+/// it that do not read back, are added to `found`.
 fn validate_backup(
     repo: &Repository,
     backup: &BackupInfo,
     options: &ValidateOptions,
     progress: &dyn Progress,
-    corrupted: &mut Vec<Key>,
+    found: &mut Findings,
 ) -> Result<ValidateSummary> {
     let started = Instant::now();
     let check_pages = backup.record.checksums && !options.skip_block_validation;
@@ -170,10 +206,18 @@ fn validate_backup(
         progress.end();
         Ok((entries, bytes))
     });
+    let mut unreadable = |e: String| {
+        // Which of its chunks are damaged: other backups naming them are damaged too.
+        let ids: Vec<ChunkId> = entries_of(repo, backup)
+            .map(|entries| entries.into_iter().flat_map(|e| e.chunks).collect())
+            .unwrap_or_default();
+        found.damaged.extend(repo.damaged_chunks(&ids, options.channels.max(1)).unwrap_or_default());
+        Some(e)
+    };
     let damage = match &read {
         // Damage (not a passing I/O error) makes the backup CORRUPT, so restore skips it.
-        Err(EngineError::Repo(e @ RepoError::Damaged { .. })) => Some(e.to_string()),
-        Err(EngineError::Repo(RepoError::Storage(s))) if s.is_not_found() => Some(s.to_string()),
+        Err(EngineError::Repo(e @ RepoError::Damaged { .. })) => unreadable(e.to_string()),
+        Err(EngineError::Repo(RepoError::Storage(s))) if s.is_not_found() => unreadable(s.to_string()),
         Err(_) => None,
         Ok(_) => {
             let bad = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -183,7 +227,7 @@ fn validate_backup(
     if let Some(reason) = damage {
         catalog::set_status(repo, backup, BackupStatus::Corrupt, Some(reason.clone()))?;
         if backup.record.status != BackupStatus::Corrupt {
-            corrupted.push(key(backup));
+            found.corrupted.push(key(backup));
         }
         return Err(match read {
             Err(e) => e,

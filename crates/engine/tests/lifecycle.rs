@@ -232,7 +232,7 @@ fn damage(repo: &Repository, dir: &Path, chunk: &ChunkId) {
 }
 
 #[test]
-fn a_corrupt_ancestor_orphans_its_deltas_until_each_is_validated() {
+fn damage_makes_the_backups_sharing_it_corrupt_and_orphans_the_other_deltas() {
     let work = tempfile::tempdir().unwrap();
     let (cluster, repo) = setup(work.path());
     let full = take(&repo, BackupMode::Full);
@@ -246,12 +246,15 @@ fn a_corrupt_ancestor_orphans_its_deltas_until_each_is_validated() {
     damage(&repo, &work.path().join("repo"), &shared.expect("a chunk the second DELTA changed"));
 
     let options = ValidateOptions { channels: 2, skip_block_validation: false };
+    // Validating the FULL alone: the first DELTA names the damaged chunk, so it is CORRUPT
+    // too; the second does not, but descends from a corrupt backup: ORPHAN.
     cairn_engine::validate(&repo, "main", Some(&full), &options, &Silent).unwrap_err();
     assert_eq!(
         shown(&repo),
-        [entry(&full, "FULL", "CORRUPT"), entry(&d1, "DELTA", "ORPHAN"), entry(&d2, "DELTA", "ORPHAN")]
+        [entry(&full, "FULL", "CORRUPT"), entry(&d1, "DELTA", "CORRUPT"), entry(&d2, "DELTA", "ORPHAN")]
     );
-    assert!(find(&repo, &d2).record.error.unwrap().contains(&full));
+    assert!(find(&repo, &d1).record.error.unwrap().contains("validation found damaged"));
+    assert!(find(&repo, &d2).record.error.unwrap().contains(&d1));
     // Nothing is restorable now; naming an ORPHAN says to validate it.
     assert_eq!(catalog::find(&repo, "main", None).unwrap_err().code(), "backup-not-found");
     let options_for = |id: &str| RestoreOptions {

@@ -379,6 +379,20 @@ impl Repository {
             .map_err(|reason| RepoError::damaged("blob", format!("{path} chunk {}", chunk.short()), reason))
     }
 
+    /// The chunks of `chunks` that cannot be read back whole (damaged or missing), each read
+    /// once, `channels` at a time. Other failures (storage unreachable) are errors.
+    pub fn damaged_chunks(&self, chunks: &[ChunkId], channels: usize) -> Result<Vec<ChunkId>> {
+        let unique: Vec<ChunkId> =
+            chunks.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let verdicts = parallel_map(&unique, channels, |chunk| match self.read_chunk(chunk) {
+            Ok(_) => Ok(None),
+            Err(RepoError::Damaged { .. }) => Ok(Some(*chunk)),
+            Err(RepoError::Storage(e)) if e.is_not_found() => Ok(Some(*chunk)),
+            Err(e) => Err(e),
+        })?;
+        Ok(verdicts.into_iter().flatten().collect())
+    }
+
     /// Writes the content of `chunks` to `out`, in order. Neighbouring blobs of one pack are
     /// fetched with a single ranged read.
     pub fn restore_file(&self, chunks: &[ChunkId], out: &mut dyn Write) -> Result<u64> {
