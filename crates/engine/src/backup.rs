@@ -111,79 +111,41 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
             .find(|b| b.record.status.is_restorable() && b.has_files && b.record.mode.is_physical()),
         BackupMode::Full | BackupMode::Logical => None,
     };
-    let now = chrono::Utc::now();
     let mut record = BackupRecord {
-        instance: options.instance.clone(),
-        id: catalog::new_id(&existing, now),
-        mode: if parent.is_some() { BackupMode::Delta } else { BackupMode::Full },
         parent: parent.map(|p| p.record.id.clone()),
-        status: BackupStatus::Running,
-        start_time: now,
-        end_time: None,
-        start_lsn: None,
-        stop_lsn: None,
-        timeline: None,
-        stop_time: None,
-        recovery_xid: None,
-        change_source: None,
         server_version: server.version_num,
         flavor: server.flavor.to_string(),
         system_identifier: Some(server.system_identifier),
-        data_bytes: 0,
-        stored_bytes: 0,
-        wal_segments: 0,
         checksums: server.checksums,
-        tablespaces: Vec::new(),
         external_dirs: config.external_dirs.clone(),
         note: options.note.clone(),
-        expire_time: None,
-        holder: Some(format!("{}:{}", cairn_repo::lock::hostname(), std::process::id())),
-        error: None,
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
-        logical: None,
+        ..BackupRecord::starting(
+            &options.instance,
+            &existing,
+            if parent.is_some() { BackupMode::Delta } else { BackupMode::Full },
+        )
     };
     let parent = match parent {
         Some(p) => Some(Parent::load(repo, p)?),
         None => None,
     };
-    let running = repo.put_record(catalog::KIND, to_json(&record)?)?;
-    let outcome = take(
-        &mut client,
-        &server,
-        &control,
-        &pgdata,
-        &config.external_dirs,
-        &writer,
-        &mut record,
-        parent.as_ref(),
-        options,
-        progress,
-    );
-    let result = outcome.and_then(|files| {
-        record.status = BackupStatus::Done;
-        record.end_time = Some(chrono::Utc::now());
-        record.holder = None;
-        let (manifest, stats) = writer.commit(catalog::KIND, to_json(&record)?)?;
-        Ok((files, manifest, stats))
+    let result = catalog::record_backup(repo, writer, &mut record, |writer, record| {
+        take(
+            &mut client,
+            &server,
+            &control,
+            &pgdata,
+            &config.external_dirs,
+            writer,
+            record,
+            parent.as_ref(),
+            options,
+            progress,
+        )
     });
     // The backup is over on the server: end the session (and its WAL-holding slot) now.
     drop(client);
-    // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
-    let _ = repo.delete_manifest(&running);
-    let (copied, manifest, stats) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            record.status = BackupStatus::Error;
-            record.end_time = Some(chrono::Utc::now());
-            record.holder = None;
-            record.error = Some(e.to_string());
-            if let Ok(meta) = to_json(&record) {
-                let _ = repo.put_record(catalog::KIND, meta);
-            }
-            return Err(e);
-        }
-    };
-    record.stored_bytes = stats.stored_bytes;
+    let (copied, manifest, stats) = result?;
     if config.system_identifier.is_none() {
         config.system_identifier = Some(server.system_identifier);
         instance::update(repo, &config)?;
@@ -200,7 +162,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
         reused_bytes: copied.reused_bytes,
     };
     let stored = summary.record.clone();
-    repo.replace_meta(&manifest, to_json(&stored)?)?;
+    repo.replace_meta(&manifest, stored.to_json()?)?;
     if !options.no_validate {
         summary.record.status = crate::validate::validate(
             repo,
@@ -216,10 +178,6 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-fn to_json(record: &BackupRecord) -> Result<serde_json::Value> {
-    serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))
 }
 
 /// What the server says about itself.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use cairn_pg::{Lsn, TimelineId};
-use cairn_repo::{Id, Repository};
+use cairn_repo::{Id, Repository, WriteStats, Writer};
 
 use crate::error::{EngineError, Result};
 
@@ -158,6 +158,85 @@ pub struct BackupInfo {
     /// Other manifests recording the same backup (left by a crash), hidden from listings.
     #[serde(skip)]
     pub duplicates: Vec<Id>,
+}
+
+impl BackupRecord {
+    /// The record of a backup starting now, RUNNING in this process; the caller fills in what
+    /// it knows of the server and the kind of backup.
+    pub fn starting(instance: &str, existing: &[BackupInfo], mode: BackupMode) -> BackupRecord {
+        let now = Utc::now();
+        BackupRecord {
+            instance: instance.to_string(),
+            id: new_id(existing, now),
+            mode,
+            parent: None,
+            status: BackupStatus::Running,
+            start_time: now,
+            end_time: None,
+            start_lsn: None,
+            stop_lsn: None,
+            timeline: None,
+            stop_time: None,
+            recovery_xid: None,
+            change_source: None,
+            server_version: 0,
+            flavor: String::new(),
+            system_identifier: None,
+            data_bytes: 0,
+            stored_bytes: 0,
+            wal_segments: 0,
+            checksums: false,
+            tablespaces: Vec::new(),
+            external_dirs: Vec::new(),
+            note: None,
+            expire_time: None,
+            holder: Some(format!("{}:{}", cairn_repo::lock::hostname(), std::process::id())),
+            error: None,
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+            logical: None,
+        }
+    }
+
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self).map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+}
+
+/// Takes a backup into `writer` and records it: RUNNING while `take` runs (fills in `record`),
+/// then committed as DONE; on failure an ERROR record with the reason. Returns what `take`
+/// returned, the backup's manifest and what the writer stored (`record.stored_bytes` set).
+pub fn record_backup<'r, T>(
+    repo: &'r Repository,
+    writer: Writer<'r>,
+    record: &mut BackupRecord,
+    take: impl FnOnce(&Writer<'r>, &mut BackupRecord) -> Result<T>,
+) -> Result<(T, Id, WriteStats)> {
+    let running = repo.put_record(KIND, record.to_json()?)?;
+    let result = take(&writer, record).and_then(|taken| {
+        record.status = BackupStatus::Done;
+        record.end_time = Some(Utc::now());
+        record.holder = None;
+        let (manifest, stats) = writer.commit(KIND, record.to_json()?)?;
+        Ok((taken, manifest, stats))
+    });
+    // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
+    let _ = repo.delete_manifest(&running);
+    match result {
+        Ok((taken, manifest, stats)) => {
+            record.stored_bytes = stats.stored_bytes;
+            Ok((taken, manifest, stats))
+        }
+        Err(e) => {
+            record.status = BackupStatus::Error;
+            record.end_time = Some(Utc::now());
+            record.holder = None;
+            record.error = Some(e.to_string());
+            if let Ok(meta) = record.to_json() {
+                let _ = repo.put_record(KIND, meta);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A new backup id: the start time in seconds, base 36, so ids sort by time and are short

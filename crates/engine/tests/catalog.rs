@@ -5,34 +5,10 @@ use cairn_repo::{Encryption, InitOptions, Repository};
 
 fn record(id: &str, status: BackupStatus, holder: Option<&str>) -> serde_json::Value {
     let r = BackupRecord {
-        instance: "main".into(),
         id: id.into(),
-        mode: BackupMode::Full,
-        parent: None,
         status,
-        start_time: chrono::Utc::now(),
-        end_time: None,
-        start_lsn: None,
-        stop_lsn: None,
-        timeline: None,
-        stop_time: None,
-        recovery_xid: None,
-        change_source: None,
-        server_version: 150000,
-        flavor: "PostgreSQL 15".into(),
-        system_identifier: None,
-        data_bytes: 0,
-        stored_bytes: 0,
-        wal_segments: 0,
-        checksums: true,
-        tablespaces: Vec::new(),
-        external_dirs: Vec::new(),
-        note: None,
-        expire_time: None,
         holder: holder.map(String::from),
-        error: None,
-        program_version: "test".into(),
-        logical: None,
+        ..BackupRecord::starting("main", &[], BackupMode::Full)
     };
     serde_json::to_value(r).expect("record")
 }

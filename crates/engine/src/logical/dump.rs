@@ -15,7 +15,7 @@ use cairn_repo::{ChunkerKind, FileEntry, Repository, Writer, WriterOptions};
 
 use super::tools::{self, Tool};
 use super::{database_dir, DumpFormat, LogicalScope, Server, TimeRange, CUSTOM_FILE, GLOBALS_FILE, ROOT};
-use crate::catalog::{self, BackupMode, BackupRecord, BackupStatus};
+use crate::catalog::{self, BackupMode, BackupRecord};
 use crate::connect::connect;
 use crate::error::{EngineError, Result};
 use crate::instance::{self, Connection};
@@ -124,67 +124,23 @@ pub fn backup(
         &WriterOptions { channels: options.jobs.clamp(1, 255), compression, ..Default::default() },
     )?;
     let existing = catalog::list(repo, Some(&options.instance))?;
-    let now = chrono::Utc::now();
     let mut record = BackupRecord {
-        instance: options.instance.clone(),
-        id: catalog::new_id(&existing, now),
-        mode: BackupMode::Logical,
-        parent: None,
-        status: BackupStatus::Running,
-        start_time: now,
-        end_time: None,
-        start_lsn: None,
-        stop_lsn: None,
-        timeline: None,
-        stop_time: None,
-        recovery_xid: None,
-        change_source: None,
         server_version: server.version_num,
         flavor: server.flavor.to_string(),
-        system_identifier: None,
-        data_bytes: 0,
-        stored_bytes: 0,
-        wal_segments: 0,
-        checksums: false,
-        tablespaces: Vec::new(),
-        external_dirs: Vec::new(),
         note: options.note.clone(),
-        expire_time: None,
-        holder: Some(format!("{}:{}", cairn_repo::lock::hostname(), std::process::id())),
-        error: None,
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
         logical: Some(scope),
+        ..BackupRecord::starting(&options.instance, &existing, BackupMode::Logical)
     };
-    let running = repo.put_record(catalog::KIND, to_json(&record)?)?;
-    let dump = Dump { writer: &writer, connection: &connection, options, progress, mtime_ns: now_ns() };
-    progress.begin("dump", dump_estimate(&connection, &databases));
-    let outcome = dump.all(&databases, dumper.as_ref(), dumpall.as_ref());
-    progress.end();
-    let result = outcome.and_then(|done| {
+    let (done, manifest, stats) = catalog::record_backup(repo, writer, &mut record, |writer, record| {
+        let dump = Dump { writer, connection: &connection, options, progress, mtime_ns: now_ns() };
+        progress.begin("dump", dump_estimate(&connection, &databases));
+        let outcome = dump.all(&databases, dumper.as_ref(), dumpall.as_ref());
+        progress.end();
+        let done = outcome?;
         record.data_bytes = done.bytes;
-        record.status = BackupStatus::Done;
-        record.end_time = Some(chrono::Utc::now());
-        record.holder = None;
-        let (manifest, stats) = writer.commit(catalog::KIND, to_json(&record)?)?;
-        Ok((done, manifest, stats))
-    });
-    // Whatever happened, the RUNNING announcement goes; a failure leaves an ERROR record.
-    let _ = repo.delete_manifest(&running);
-    let (done, manifest, stats) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            record.status = BackupStatus::Error;
-            record.end_time = Some(chrono::Utc::now());
-            record.holder = None;
-            record.error = Some(e.to_string());
-            if let Ok(meta) = to_json(&record) {
-                let _ = repo.put_record(catalog::KIND, meta);
-            }
-            return Err(e);
-        }
-    };
-    record.stored_bytes = stats.stored_bytes;
-    repo.replace_meta(&manifest, to_json(&record)?)?;
+        Ok(done)
+    })?;
+    repo.replace_meta(&manifest, record.to_json()?)?;
     let mut summary = LogicalBackupSummary {
         record,
         files: done.files,
@@ -269,10 +225,6 @@ fn dump_estimate(connection: &Connection, databases: &[String]) -> u64 {
             client.query_one(sql, &[]).ok().map(|r| r.get::<_, i64>(0) as u64)
         })
         .sum()
-}
-
-fn to_json(record: &BackupRecord) -> Result<serde_json::Value> {
-    serde_json::to_value(record).map_err(|e| EngineError::Invalid(e.to_string()))
 }
 
 fn now_ns() -> i64 {
