@@ -5,39 +5,12 @@
 //! checksums.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::path::Path;
-
 use assert_cmd::Command;
 use cairn_testkit::PgCluster;
 use serde_json::Value;
 
 mod common;
-use common::{cairn, fails, ok};
-
-/// A repository with instance `main` for `cluster`.
-fn repository(work: &Path, cluster: &PgCluster) -> std::path::PathBuf {
-    let repo = work.join("repo");
-    ok(cairn(&repo, &["init"]));
-    let port = cluster.port().to_string();
-    let pgdata = cluster.data_dir().to_str().unwrap();
-    ok(cairn(
-        &repo,
-        &[
-            "add-instance",
-            "--instance",
-            "main",
-            "-D",
-            pgdata,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-        ],
-    ));
-    repo
-}
+use common::{cairn, fails, ok, repository};
 
 /// Database `shop`: schemas `sales` (a table with a serial key, an index and enough rows to
 /// matter, a table with a foreign key to it, a view, a sequence), `hr` (an identity column, a
@@ -142,7 +115,7 @@ fn a_database_dump_restores_whole_by_schema_by_table_and_by_time_range() {
     // A role that other clusters lack: restoring the function's owner fails there.
     source.psql_db("shop", "CREATE ROLE clerk; ALTER FUNCTION hr.greet(text) OWNER TO clerk");
     let work = tempfile::tempdir().unwrap();
-    let repo = repository(work.path(), &source);
+    let repo = repository(work.path(), &source, &[]);
     let everything = fingerprint(&source, "shop", &[]);
     assert!(everything.iter().any(|l| l.starts_with("large objects: 1|")), "{everything:?}");
 
@@ -348,7 +321,7 @@ fn all_databases_stream_without_scratch_space_into_another_cluster() {
         "CREATE TABLE memo (id int PRIMARY KEY, body text); INSERT INTO memo VALUES (1, 'hi')",
     );
     let work = tempfile::tempdir().unwrap();
-    let repo = repository(work.path(), &source);
+    let repo = repository(work.path(), &source, &[]);
     let dump = ok(cairn(
         &repo,
         &["backup", "--instance", "main", "-b", "LOGICAL", "--all-databases", "--no-scratch"],
@@ -477,7 +450,7 @@ fn all_databases_stream_without_scratch_space_into_another_cluster() {
 fn a_dump_tool_older_than_the_server_is_refused_before_anything_is_recorded() {
     let server = PgCluster::start(17);
     let work = tempfile::tempdir().unwrap();
-    let repo = repository(work.path(), &server);
+    let repo = repository(work.path(), &server, &[]);
     let backup = ["backup", "--instance", "main", "-b", "LOGICAL", "--database", "postgres"];
     let msg = fails(cairn(&repo, &backup), 12, "tool-too-old");
     assert!(msg.contains("pg_dump 15.") && msg.contains("PostgreSQL 17."), "{msg}");

@@ -8,7 +8,7 @@ use cairn_testkit::PgCluster;
 use serde_json::Value;
 
 mod common;
-use common::{cairn, fails, ok};
+use common::{add_instance, cairn, fails, ok, repository};
 
 #[test]
 fn backup_show_validate_restore_and_refusals() {
@@ -91,26 +91,7 @@ fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
     // Enough incompressible data that the backup takes a while and writes several packs.
     cluster.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 600000) g");
     let work = tempfile::tempdir().unwrap();
-    let repo = work.path().join("repo");
-    ok(cairn(&repo, &["init"]));
-    let port = cluster.port().to_string();
-    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
-    ok(cairn(
-        &repo,
-        &[
-            "add-instance",
-            "--instance",
-            "main",
-            "-D",
-            &pgdata,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-        ],
-    ));
+    let repo = repository(work.path(), &cluster, &[]);
     let first = ok(cairn(&repo, &["backup", "--instance", "main", "--no-validate"]));
     // New data since the first backup (so the next one writes packs while copying); the old
     // table is unchanged, so its chunks are reused.
@@ -166,15 +147,9 @@ fn retention_deletes_only_what_the_policy_expires() {
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     ok(cairn(&repo, &["init"]));
-    let port = cluster.port().to_string();
-    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
-    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
     let external = work.path().join("external");
     std::fs::create_dir(&external).unwrap();
-    let mut add =
-        vec!["add-instance", "--instance", "main", "-D", pgdata.as_str(), "-E", external.to_str().unwrap()];
-    add.extend(conn);
-    ok(cairn(&repo, &add));
+    add_instance(&repo, &cluster, &["-E", external.to_str().unwrap()]);
     let mut ids = Vec::new();
     for mode in ["FULL", "DELTA", "FULL", "DELTA"] {
         cluster.psql("UPDATE t SET md5 = md5(md5) WHERE g % 50 = 0");
@@ -242,12 +217,7 @@ fn merge_makes_a_delta_full_and_removes_its_ancestors() {
     let cluster = PgCluster::start(15);
     cluster.psql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
     let work = tempfile::tempdir().unwrap();
-    let repo = work.path().join("repo");
-    ok(cairn(&repo, &["init"]));
-    let port = cluster.port().to_string();
-    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
-    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
-    ok(cairn(&repo, &[&["add-instance", "--instance", "main", "-D", pgdata.as_str()][..], &conn].concat()));
+    let repo = repository(work.path(), &cluster, &[]);
     let mut ids = Vec::new();
     for mode in ["FULL", "DELTA", "DELTA"] {
         cluster.psql("UPDATE t SET md5 = md5(md5) WHERE g % 50 = 0");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cairn_testkit::PgCluster;
 
 mod common;
-use common::{cairn, ok};
+use common::{cairn, ok, repository};
 
 /// Bytes and number of the objects under `dir` (recursively).
 fn stored(dir: &Path) -> (u64, usize) {
@@ -43,25 +43,8 @@ fn a_backup_killed_part_way_is_resumed_reusing_what_it_stored() {
     let source = rows(&cluster);
     let size: u64 = cluster.psql("SELECT pg_database_size(current_database())").parse().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let repo = work.path().join("repo");
     // The writer indexes its packs every 16: with 2 MiB packs, every 32 MiB stored.
-    ok(cairn(&repo, &["init", "--pack-size", "2M"]));
-    let port = cluster.port().to_string();
-    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
-    let add = [
-        "add-instance",
-        "--instance",
-        "main",
-        "-D",
-        &pgdata,
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-U",
-        "postgres",
-    ];
-    ok(cairn(&repo, &add));
+    let repo = repository(work.path(), &cluster, &["--pack-size", "2M"]);
 
     let started = Instant::now();
     let mut first = Process::new(assert_cmd::cargo::cargo_bin("cairn"))

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,7 +25,7 @@ use crate::catalog::{self, BackupMode, BackupRecord, BackupStatus, Tablespace};
 use crate::connect::connect;
 use crate::error::{EngineError, Result};
 use crate::instance::{self, Connection};
-use crate::progress::Progress;
+use crate::progress::{Counting, Progress};
 
 mod changes;
 use changes::ChangeSource;
@@ -638,19 +638,6 @@ impl Copier<'_> {
         }
         self.writer.add_entry(&file_entry)?;
         Ok(())
-    }
-}
-
-struct Counting<'p> {
-    inner: File,
-    progress: &'p dyn Progress,
-}
-
-impl Read for Counting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
     }
 }
 

@@ -361,14 +361,19 @@ pub fn ancestors<'a>(backups: &'a [BackupInfo], backup: &BackupInfo) -> Vec<&'a 
     chain
 }
 
+/// Backup `id` (in any case) among `backups` of `instance`.
+pub fn by_id<'a>(backups: &'a [BackupInfo], instance: &str, id: &str) -> Result<&'a BackupInfo> {
+    backups
+        .iter()
+        .find(|b| b.record.id.eq_ignore_ascii_case(id))
+        .ok_or_else(|| EngineError::UnknownBackup { instance: instance.into(), id: id.into() })
+}
+
 /// The backup `id` of `instance`, or its newest restorable physical backup.
 pub fn find(repo: &Repository, instance: &str, id: Option<&str>) -> Result<BackupInfo> {
     let backups = list(repo, Some(instance))?;
     match id {
-        Some(id) => backups
-            .into_iter()
-            .find(|b| b.record.id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| EngineError::UnknownBackup { instance: instance.into(), id: id.into() }),
+        Some(id) => by_id(&backups, instance, id).cloned(),
         None => backups
             .into_iter()
             .rev()

@@ -23,6 +23,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// `self` to database `database`.
+    pub fn to_database(&self, database: &str) -> Connection {
+        Connection { database: Some(database.to_string()), ..self.clone() }
+    }
+
     /// `self` with the fields `other` sets replaced (command line over stored settings).
     pub fn overridden_by(&self, other: &Connection) -> Connection {
         Connection {

@@ -102,10 +102,7 @@ fn choose<'a>(
     let by_id = |id: &str| backups.iter().find(|b| b.record.id == id);
     match selection {
         Selection::Id(id) => {
-            let b = backups
-                .iter()
-                .find(|b| b.record.id.eq_ignore_ascii_case(id))
-                .ok_or_else(|| EngineError::UnknownBackup { instance: instance.into(), id: id.clone() })?;
+            let b = catalog::by_id(backups, instance, id)?;
             refuse_pinned(instance, &[b], now, "cannot delete pinned backup")?;
             Ok((vec![(b, "asked for".into())], Vec::new()))
         }
@@ -153,10 +150,7 @@ pub fn merge(repo: &Repository, instance: &str, id: &str) -> Result<MergeSummary
     let (mut summary, was_merging) = {
         let _lock = LockGuard::acquire(repo.storage().clone(), true)?;
         let backups = catalog::list(repo, Some(instance))?;
-        let target = backups
-            .iter()
-            .find(|b| b.record.id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| EngineError::UnknownBackup { instance: instance.into(), id: id.into() })?;
+        let target = catalog::by_id(&backups, instance, id)?;
         let r = &target.record;
         if r.mode == BackupMode::Logical {
             return Err(EngineError::Invalid(format!(
@@ -164,7 +158,7 @@ pub fn merge(repo: &Repository, instance: &str, id: &str) -> Result<MergeSummary
                 r.id
             )));
         }
-        if r.mode == BackupMode::Full && r.status != BackupStatus::Merging {
+        if r.mode == BackupMode::Full {
             return Err(EngineError::Invalid(format!(
                 "backup {} is already FULL: there is nothing to merge",
                 r.id

@@ -123,6 +123,15 @@ fn database_dir(database: &str) -> String {
     format!("{ROOT}/{}", component(database))
 }
 
+/// A temporary directory `<prefix>…` under `parent` (default: the system's), removed on drop.
+fn scratch(parent: Option<&std::path::Path>, prefix: &str) -> Result<tempfile::TempDir> {
+    let parent = parent.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .map_err(|e| EngineError::io(format!("making scratch space in {}", parent.display()), e))
+}
+
 /// A name as SQL quotes an identifier.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

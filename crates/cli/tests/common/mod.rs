@@ -2,10 +2,11 @@
 //! reading its success or its error.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses part of it
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use cairn_testkit::PgCluster;
 use serde_json::Value;
 
 /// `cairn ARGS -B REPO --format json`, with the tests' password.
@@ -39,4 +40,22 @@ pub fn fails(out: Output, status: i32, code: &str) -> String {
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["error"]["code"], code, "{v}");
     v["error"]["message"].as_str().unwrap().to_string()
+}
+
+/// `add-instance --instance main` for `cluster`'s data directory and connection, with `extra`
+/// options.
+pub fn add_instance(repo: &Path, cluster: &PgCluster, extra: &[&str]) -> Value {
+    let (port, pgdata) = (cluster.port().to_string(), cluster.data_dir().to_str().unwrap().to_string());
+    let mut args = vec!["add-instance", "--instance", "main", "-D", &pgdata];
+    args.extend(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"]);
+    args.extend(extra);
+    ok(cairn(repo, &args))
+}
+
+/// A new repository under `work` (`init` with `init_args`) with instance `main` for `cluster`.
+pub fn repository(work: &Path, cluster: &PgCluster, init_args: &[&str]) -> PathBuf {
+    let repo = work.join("repo");
+    ok(cairn(&repo, &[&["init"][..], init_args].concat()));
+    add_instance(&repo, cluster, &[]);
+    repo
 }

@@ -5,7 +5,6 @@
 //! time ranges of tables with COPY.
 
 use std::fs::File;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use crate::catalog::{self, BackupMode, BackupRecord};
 use crate::connect::connect;
 use crate::error::{EngineError, Result};
 use crate::instance::{self, Connection};
-use crate::progress::Progress;
+use crate::progress::{Counting, Progress};
 
 #[derive(Debug, Clone, Default)]
 pub struct LogicalBackupOptions {
@@ -220,8 +219,7 @@ fn dump_estimate(connection: &Connection, databases: &[String]) -> u64 {
     databases
         .iter()
         .filter_map(|db| {
-            let mut client =
-                connect(&Connection { database: Some(db.clone()), ..connection.clone() }).ok()?;
+            let mut client = connect(&connection.to_database(db)).ok()?;
             client.query_one(sql, &[]).ok().map(|r| r.get::<_, i64>(0) as u64)
         })
         .sum()
@@ -325,11 +323,7 @@ impl Dump<'_> {
     /// `pg_dump -Fd -Z0 -j N` into scratch space, then each file of the dump directory into
     /// the repository (several at a time), the scratch space removed after.
     fn directory(&self, tool: &Tool, database: &str, done: &mut Done) -> Result<()> {
-        let parent = self.options.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let scratch = tempfile::Builder::new()
-            .prefix("cairn-dump-")
-            .tempdir_in(&parent)
-            .map_err(|e| EngineError::io(format!("making scratch space in {}", parent.display()), e))?;
+        let scratch = super::scratch(self.options.scratch_dir.as_deref(), "cairn-dump-")?;
         let dir = scratch.path().join("dump");
         let mut cmd = tool.command(self.connection, Some(database));
         cmd.args(["--format=directory", "--compress=0", "--file"])
@@ -398,18 +392,4 @@ fn dir_bytes(dir: &Path) -> u64 {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
-}
-
-/// Counts what passes through as progress.
-struct Counting<'p, R> {
-    inner: R,
-    progress: &'p dyn Progress,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
 }

@@ -4,7 +4,7 @@
 //! anything changes, and refused unless `clean`.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -23,7 +23,7 @@ use crate::catalog::{self, BackupInfo, BackupMode};
 use crate::connect::connect;
 use crate::error::{EngineError, Result};
 use crate::instance::{self, Connection};
-use crate::progress::{Progress, Silent};
+use crate::progress::{Counting, Progress, Silent};
 
 #[derive(Debug, Clone, Default)]
 pub struct LogicalRestoreOptions {
@@ -170,11 +170,7 @@ pub fn restore(
         }
         false => None,
     };
-    let parent = options.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = tempfile::Builder::new()
-        .prefix("cairn-restore-")
-        .tempdir_in(&parent)
-        .map_err(|e| EngineError::io(format!("making scratch space in {}", parent.display()), e))?;
+    let scratch = super::scratch(options.scratch_dir.as_deref(), "cairn-restore-")?;
 
     let wanted = |e: &FileEntry| {
         e.meta.get("globals").is_some_and(|_| with_globals)
@@ -388,7 +384,7 @@ impl Loader<'_> {
     /// `database` has already: relations and indexes by name in their schema (an index, a
     /// sequence or a table of that name would clash alike), and functions.
     fn present(&self, database: &str, toc: &[toc::Entry], chosen: &Chosen) -> Result<Present> {
-        let connection = Connection { database: Some(database.to_string()), ..self.connection.clone() };
+        let connection = self.connection.to_database(database);
         let mut client = connect(&connection)?;
         let db =
             |source| EngineError::Database { during: "looking for what the restore would replace", source };
@@ -436,7 +432,7 @@ impl Loader<'_> {
         let db = |source| EngineError::Database { during: "dropping the database", source };
         let current: String = admin.query_one("SELECT current_database()::text", &[]).map_err(db)?.get(0);
         if current == name {
-            *admin = connect(&Connection { database: Some("template1".into()), ..self.connection.clone() })?;
+            *admin = connect(&self.connection.to_database("template1"))?;
         }
         admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(name))).map_err(db)
     }
@@ -789,24 +785,6 @@ fn temporary_name(name: &str) -> String {
 /// is never taken for one.
 fn conninfo_dbname(name: &str) -> String {
     format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// Counts what passes through as progress.
-struct Counting<'p, W> {
-    inner: W,
-    progress: &'p dyn Progress,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::progress::Progress;
 /// Copies the range of every table of the backup's options out of `database`, each table
 /// once, its stored columns named (generated ones are computed again on loading).
 pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mut Done) -> Result<()> {
-    let connection = Connection { database: Some(database.to_string()), ..dump.connection.clone() };
+    let connection = dump.connection.to_database(database);
     let mut client = connect(&connection)?;
     session(&mut client)?;
     let mut tx = client
@@ -77,7 +77,7 @@ pub(super) fn normalize(
     tables: &[String],
     range: &TimeRange,
 ) -> Result<TimeRange> {
-    let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
+    let connection = connection.to_database(database);
     let mut client = connect(&connection)?;
     session(&mut client)?;
     let mut tx = client
@@ -199,7 +199,7 @@ pub(super) fn load(
     clean: bool,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
+    let connection = connection.to_database(database);
     let mut client = connect(&connection)?;
     session(&mut client)?;
     let mut tx = client
@@ -244,7 +244,7 @@ pub(super) fn refusals(
     range: &TimeRange,
     clean: bool,
 ) -> Result<()> {
-    let connection = Connection { database: Some(database.to_string()), ..connection.clone() };
+    let connection = connection.to_database(database);
     let mut client = connect(&connection)?;
     session(&mut client)?;
     let mut tx = client
