@@ -129,8 +129,9 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // Manifests: readable, and every chunk they need is indexed and undamaged.
     let mut index = Index::default();
     for (pack, blobs) in &packs {
-        index.add_pack(*pack, blobs);
+        index.add_pack(*pack, blobs)?;
     }
+    index.compact()?;
     report.chunks = index.chunk_count();
     *repo.index.write().unwrap_or_else(|e| e.into_inner()) = index;
     for id in repo.list_manifests()? {
@@ -144,22 +145,25 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
             }
         };
         let mut missing = Vec::new();
-        let mut note = |chunk: &ChunkId, what: &str| {
-            if !repo.index().contains(chunk) {
+        let mut note = |chunk: &ChunkId, what: &str| -> Result<bool> {
+            if !repo.index().contains(chunk)? {
                 missing.push(format!("{what}: chunk {} is missing", chunk.short()));
-            } else if let Some(&p) = bad_chunks.get(chunk) {
-                pack_problems[p].affects.push(format!("manifest {} {what}", id.short()));
+                return Ok(false);
             }
+            if let Some(&p) = bad_chunks.get(chunk) {
+                pack_problems[p].affects.push(format!("manifest {} {what}", id.short()));
+                return Ok(false);
+            }
+            Ok(true)
         };
+        let mut tree_ok = true;
         for c in &manifest.tree {
-            note(c, "entry list");
+            tree_ok &= note(c, "entry list")?;
         }
-        let tree_ok = manifest.tree.iter().all(|c| repo.index().contains(c) && !bad_chunks.contains_key(c));
         if tree_ok {
             let walked = repo.for_each_entry(&id, &manifest, &mut |entry| {
                 let what = format!("file {}", entry.path);
-                entry.chunks.iter().for_each(|c| note(c, &what));
-                Ok(())
+                entry.chunks.iter().try_for_each(|c| note(c, &what).map(drop))
             });
             if let Err(e) = walked {
                 CheckReport::problem(&mut report.errors, path.clone(), e.to_string());

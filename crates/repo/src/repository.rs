@@ -228,14 +228,18 @@ impl Repository {
         Ok(id)
     }
 
-    /// Reads every index object into memory (replacing what was loaded before).
+    /// Reads every index object into the lookup index (replacing what was loaded before), a
+    /// few at a time: memory holds a handful of index objects, whatever their number.
     pub fn load_index(&self) -> Result<()> {
         let mut index = Index::default();
-        for (_, packs) in self.read_index_objects()? {
-            for (pack, blobs) in &packs {
-                index.add_pack(*pack, blobs);
+        for batch in list_ids(self.storage.as_ref(), Kind::Index)?.chunks(16) {
+            for (_, packs) in parallel_map(batch, 8, |id| self.read_index_object(id))? {
+                for (pack, blobs) in &packs {
+                    index.add_pack(*pack, blobs)?;
+                }
             }
         }
+        index.compact()?;
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
         Ok(())
     }
@@ -244,8 +248,7 @@ impl Repository {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every index object with its content, fetched a few at a time (object storage is slow
-    /// per request, not per byte).
+    /// Every index object with its content (prune works on all of them at once).
     pub(crate) fn read_index_objects(&self) -> Result<Vec<(Id, Vec<PackBlobs>)>> {
         let ids = list_ids(self.storage.as_ref(), Kind::Index)?;
         parallel_map(&ids, 8, |id| self.read_index_object(id))
@@ -361,7 +364,7 @@ impl Repository {
 
     /// Where a chunk is, from the loaded index.
     pub fn locate(&self, chunk: &ChunkId) -> Result<Location> {
-        self.index().get(chunk).ok_or_else(|| {
+        self.index().get(chunk)?.ok_or_else(|| {
             RepoError::damaged(
                 "chunk",
                 chunk.to_hex(),

@@ -457,8 +457,14 @@ fn work(shared: &Shared, mut compressor: Compressor, jobs: &Receiver<Job>) {
         let c = &shared.counters;
         c.chunks.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len, Ordering::Relaxed);
-        let known = shared.index.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
-        let blob = if !known && lock(&shared.claimed).insert(id) {
+        let new = match shared.claim(&id) {
+            Ok(new) => new,
+            Err(e) => {
+                fail(shared, e);
+                false
+            }
+        };
+        let blob = if new {
             c.new_chunks.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(len, Ordering::Relaxed);
             let (codec, sealed) = match compressor.compress(&job.data) {
@@ -485,7 +491,16 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
         shared.counters.stored_bytes.fetch_add(size, Ordering::Relaxed);
         // Visible to this writer's dedup at once; on storage once its index object is written
         // (every writer reloads the index from storage when it starts).
-        shared.index.write().unwrap_or_else(|e| e.into_inner()).add_pack(id, &blobs);
+        if let Err(e) = shared.index.write().unwrap_or_else(|e| e.into_inner()).add_pack(id, &blobs) {
+            fail(shared, e);
+            continue;
+        }
+        // Indexed now, so no longer claimed: the claims stay as few as the chunks in flight.
+        let mut claimed = lock(&shared.claimed);
+        for b in &blobs {
+            claimed.remove(&b.id);
+        }
+        drop(claimed);
         lock(&shared.unindexed).0.push((id, blobs));
         if let Err(e) = write_index(shared, false) {
             fail(shared, e);
@@ -514,10 +529,11 @@ fn write_index(shared: &Shared, all: bool) -> Result<()> {
 /// `check` and `prune`.
 fn unindexed_packs(repo: &Repository) -> Result<Vec<PackBlobs>> {
     let mut found = Vec::new();
+    let indexed = repo.index().packs()?;
     for meta in repo.storage.list(layout::DATA) {
         let meta = meta?;
         let Some(id) = layout::id_of(Kind::Pack, &meta.path) else { continue };
-        if repo.index.read().unwrap_or_else(|e| e.into_inner()).has_pack(&id) {
+        if indexed.contains(&id) {
             continue;
         }
         match crate::check::read_pack_header(repo, &id, meta.size) {
@@ -527,7 +543,7 @@ fn unindexed_packs(repo: &Repository) -> Result<Vec<PackBlobs>> {
     }
     let mut index = repo.index.write().unwrap_or_else(|e| e.into_inner());
     for (id, blobs) in &found {
-        index.add_pack(*id, blobs);
+        index.add_pack(*id, blobs)?;
     }
     Ok(found)
 }
@@ -539,6 +555,17 @@ fn fail(shared: &Shared, e: RepoError) {
 }
 
 impl Shared {
+    /// Whether `id` is new: in neither the index nor this writer's claims, and now claimed.
+    /// The claims are looked at first and under their lock, and an uploader indexes a chunk
+    /// before it drops the claim, so a chunk on its way into the index is never taken as new.
+    fn claim(&self, id: &ChunkId) -> Result<bool> {
+        let mut claimed = lock(&self.claimed);
+        if claimed.contains(id) || self.index.read().unwrap_or_else(|e| e.into_inner()).contains(id)? {
+            return Ok(false);
+        }
+        Ok(claimed.insert(*id))
+    }
+
     /// The background failure (the error itself the first time, a reminder after that).
     fn check_failure(&self) -> Result<()> {
         if !self.failed.load(Ordering::SeqCst) {
