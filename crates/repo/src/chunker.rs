@@ -35,6 +35,11 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
+    /// The largest chunk either chunker cuts.
+    pub fn largest(&self) -> usize {
+        self.fixed_size.max(self.cdc_max) as usize
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let f = self.fixed_size;
         if f == 0 || !f.is_multiple_of(PAGE_SIZE) || f > MAX_CHUNK {

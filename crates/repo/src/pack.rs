@@ -43,6 +43,24 @@ impl PackBuilder {
         self.data.extend_from_slice(sealed);
     }
 
+    /// Moves `other`'s blobs to the end of this pack, leaving `other` empty (its capacity kept).
+    pub fn append(&mut self, other: &mut PackBuilder) {
+        let base = self.data.len() as u32;
+        self.entries.extend(other.entries.drain(..).map(|e| BlobEntry { offset: base + e.offset, ..e }));
+        self.data.extend_from_slice(&other.data);
+        other.data.clear();
+    }
+
+    /// An empty pack that fills `buffer` (cleared), reusing its allocation.
+    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        PackBuilder { data: buffer, entries: Vec::new() }
+    }
+
+    pub fn reserve(&mut self, bytes: usize) {
+        self.data.reserve(bytes);
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

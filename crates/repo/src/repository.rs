@@ -588,8 +588,8 @@ pub(crate) fn store_index(storage: &dyn Storage, crypto: &Crypto, packs: &[PackB
 }
 
 /// Stores a content-addressed object; one already there has the same content, so that is fine.
-pub(crate) fn put_immutable(storage: &dyn Storage, path: &str, bytes: Vec<u8>) -> Result<()> {
-    match storage.put(path, Bytes::from(bytes), PutMode::Create) {
+pub(crate) fn put_immutable(storage: &dyn Storage, path: &str, bytes: impl Into<Bytes>) -> Result<()> {
+    match storage.put(path, bytes.into(), PutMode::Create) {
         Err(e) if e.kind == cairn_storage::ErrorKind::AlreadyExists => Ok(()),
         other => Ok(other?),
     }

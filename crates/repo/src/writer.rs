@@ -1,15 +1,21 @@
 //! Storing new data: files go in as readers and come back as chunk lists. Chunks are hashed,
-//! deduplicated, compressed and sealed on `channels` worker threads, appended in file order to
-//! packs, and packs are uploaded on `channels` upload threads. A pack is stored before any
-//! index object names it, and index objects before the manifest that needs them.
+//! deduplicated, compressed and sealed on worker threads, gathered in file order into segments
+//! of about 1 MiB, segments into packs, and packs are uploaded on upload threads. A pack is
+//! stored before any index object names it, and index objects before the manifest that needs
+//! them.
+//!
+//! Memory is bounded whatever the number of channels: at most 2 workers per CPU (more cannot
+//! go faster), [`MAX_UPLOADS`] packs uploading, one waiting and one filling, and per open
+//! stream one segment and a window of chunks in flight that narrows as streams are added.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
 
@@ -31,9 +37,17 @@ use crate::repository::{put_immutable, store_index, Repository};
 /// is found and reused by the next one.
 const INDEX_EVERY: Duration = Duration::from_secs(120);
 
+/// Packs uploaded at once: enough to keep object storage busy; each holds a pack in memory.
+const MAX_UPLOADS: usize = 4;
+
+/// A stream hands its sealed chunks to the open pack in segments of about this size, so that
+/// a file's chunks lie together in runs a restore reads in one request each.
+const SEGMENT: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
-    /// Parallel channels for hashing, compression, encryption and upload (1 to 255).
+    /// Parallel channels (1 to 255): files stored at once by the caller, and the upper bound
+    /// of worker and upload threads.
     pub channels: usize,
     /// Overrides the repository's default compression for this writer.
     pub compression: Option<Compression>,
@@ -88,6 +102,8 @@ struct Shared {
     claimed: Mutex<HashSet<ChunkId>>,
     /// Packs stored but not yet named by an index object, and when an index was last written.
     unindexed: Mutex<(Vec<PackBlobs>, Instant)>,
+    /// Buffers of stored packs, for new packs to fill.
+    spare: Mutex<Vec<Vec<u8>>>,
     /// The first failure of a background thread; once set, the writer can never commit.
     failure: Mutex<Option<RepoError>>,
     failed: std::sync::atomic::AtomicBool,
@@ -115,8 +131,12 @@ pub struct Writer<'r> {
     jobs: Option<Sender<Job>>,
     uploads: Option<Sender<PackBuilder>>,
     threads: Vec<JoinHandle<()>>,
-    /// Open packs not in use by a stream right now.
-    packs: Mutex<Vec<PackBuilder>>,
+    /// Worker threads (hashing, compression, encryption).
+    workers: usize,
+    /// The pack being filled with streams' segments.
+    open: Mutex<PackBuilder>,
+    /// Streams open now: their windows share the workers.
+    streams: AtomicUsize,
     tree: Mutex<Tree>,
 }
 
@@ -154,19 +174,24 @@ impl<'r> Writer<'r> {
             claimed: Default::default(),
             // Adopted packs go into this writer's first index object.
             unindexed: Mutex::new((adopted, Instant::now())),
+            spare: Default::default(),
             failure: Default::default(),
             failed: Default::default(),
             counters: Default::default(),
         });
         let channels = options.channels;
-        let (jobs, job_rx) = bounded::<Job>(channels * 2);
-        let (uploads, upload_rx) = bounded::<PackBuilder>(channels);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = channels.min(2 * cpus);
+        let (jobs, job_rx) = bounded::<Job>(workers * 2);
+        let (uploads, upload_rx) = bounded::<PackBuilder>(1);
         let mut threads = Vec::new();
-        for _ in 0..channels {
+        for _ in 0..workers {
             let compressor =
                 Compressor::new(compression).map_err(|e| RepoError::io("starting a compressor", e))?;
             let (worker_shared, rx) = (shared.clone(), job_rx.clone());
             threads.push(std::thread::spawn(move || work(&worker_shared, compressor, &rx)));
+        }
+        for _ in 0..channels.min(MAX_UPLOADS) {
             let (uploader_shared, rx) = (shared.clone(), upload_rx.clone());
             threads.push(std::thread::spawn(move || upload(&uploader_shared, &rx)));
         }
@@ -179,13 +204,15 @@ impl<'r> Writer<'r> {
             jobs: Some(jobs),
             uploads: Some(uploads),
             threads,
-            packs: Default::default(),
+            workers,
+            open: Default::default(),
+            streams: AtomicUsize::new(0),
             tree: Mutex::new(tree),
         })
     }
 
     /// Stores everything `source` yields and returns its chunk list. May be called from
-    /// several threads at once; each file's chunks stay together in packs.
+    /// several threads at once; each file's chunks stay together in segments.
     pub fn store(&self, source: &mut dyn Read, kind: ChunkerKind) -> Result<(Vec<ChunkId>, u64)> {
         let mut stream = self.stream();
         let chunker = self.shared.chunker;
@@ -294,8 +321,53 @@ impl<'r> Writer<'r> {
     }
 
     fn stream(&self) -> Stream<'_, 'r> {
-        let pack = lock(&self.packs).pop().unwrap_or_default();
-        Stream { writer: self, pack: Some(pack), waiting: VecDeque::new(), ids: Vec::new() }
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        // Capacity is only address space until written: a stream of known chunks never touches it.
+        let segment = PackBuilder::with_capacity(self.room(SEGMENT));
+        Stream { writer: self, segment, waiting: VecDeque::new(), ids: Vec::new() }
+    }
+
+    /// Capacity for `target` bytes and one more chunk past it (sealing adds a few dozen bytes
+    /// to each chunk): filling it never moves it.
+    fn room(&self, target: usize) -> usize {
+        target + self.shared.chunker.largest() + (64 << 10)
+    }
+
+    /// Chunks one stream keeps in flight: enough to feed every worker when it is alone, fewer
+    /// as more streams share the workers.
+    fn window(&self) -> usize {
+        2 + 2 * self.workers / self.streams.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Moves a stream's segment into the open pack, and the pack to an uploader once full.
+    fn append(&self, segment: &mut PackBuilder) -> Result<()> {
+        if segment.is_empty() {
+            return Ok(());
+        }
+        let pack_size = self.shared.pack_size;
+        let full = {
+            let mut open = lock(&self.open);
+            if open.is_empty() {
+                if let Some(buffer) = lock(&self.shared.spare).pop() {
+                    *open = PackBuilder::with_buffer(buffer);
+                }
+                open.reserve(self.room(pack_size + SEGMENT));
+            }
+            open.append(segment);
+            (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
+        };
+        match (full, &self.uploads) {
+            (None, _) => Ok(()),
+            (Some(pack), Some(uploads)) => uploads.send(pack).map_err(|_| self.closed()),
+            (Some(_), None) => Err(self.closed()),
+        }
+    }
+
+    fn closed(&self) -> RepoError {
+        match self.shared.check_failure() {
+            Err(e) => e,
+            Ok(()) => RepoError::Invalid("the writer stopped".into()),
+        }
     }
 
     fn check_failure(&self) -> Result<()> {
@@ -304,11 +376,9 @@ impl<'r> Writer<'r> {
 
     /// Uploads every open pack, waits for all threads, writes the last index object.
     fn drain(&mut self) -> Result<()> {
-        let open: Vec<PackBuilder> = lock(&self.packs).drain(..).collect();
-        if let Some(uploads) = &self.uploads {
-            for pack in open.into_iter().filter(|p| !p.is_empty()) {
-                let _ = uploads.send(pack);
-            }
+        let open = std::mem::take(&mut *lock(&self.open));
+        if let (Some(uploads), false) = (&self.uploads, open.is_empty()) {
+            let _ = uploads.send(open);
         }
         self.jobs = None;
         self.uploads = None;
@@ -374,10 +444,10 @@ impl FileStore<'_, '_> {
     }
 }
 
-/// One ordered stream of chunks into one pack.
+/// One ordered stream of chunks, into segments.
 struct Stream<'w, 'r> {
     writer: &'w Writer<'r>,
-    pack: Option<PackBuilder>,
+    segment: PackBuilder,
     waiting: VecDeque<Pending>,
     ids: Vec<ChunkId>,
 }
@@ -392,10 +462,10 @@ impl Stream<'_, '_> {
     fn push(&mut self, data: Vec<u8>) -> Result<()> {
         let (reply, rx) = bounded(1);
         let jobs = self.writer.jobs.as_ref().ok_or_else(|| RepoError::Invalid("writer is closed".into()))?;
-        jobs.send(Job { data, reply }).map_err(|_| self.closed())?;
+        jobs.send(Job { data, reply }).map_err(|_| self.writer.closed())?;
         self.waiting.push_back(Pending::Processing(rx));
-        // Keep enough chunks in flight to feed every worker; take results in order.
-        while self.waiting.len() > 2 * self.writer.channels + 2 {
+        // Take results in order, keeping this stream's share of the workers busy.
+        while self.waiting.len() > self.writer.window() {
             self.take_one()?;
         }
         Ok(())
@@ -410,18 +480,12 @@ impl Stream<'_, '_> {
             }
             Some(Pending::Processing(rx)) => rx,
         };
-        let done = rx.recv().map_err(|_| self.closed())?;
+        let done = rx.recv().map_err(|_| self.writer.closed())?;
         self.ids.push(done.id);
         if let Some((codec, raw_len, sealed)) = done.blob {
-            let pack_size = self.writer.shared.pack_size;
-            // Room for a full pack up front: no regrowing and copying (pages are only touched as filled).
-            let new_pack = || PackBuilder::with_capacity(pack_size + MAX_CHUNK as usize);
-            let pack = self.pack.get_or_insert_with(new_pack);
-            pack.add(done.id, codec, raw_len, &sealed);
-            if pack.len() >= pack_size {
-                let full = std::mem::replace(pack, new_pack());
-                let uploads = self.writer.uploads.as_ref().ok_or_else(|| self.closed())?;
-                uploads.send(full).map_err(|_| self.closed())?;
+            self.segment.add(done.id, codec, raw_len, &sealed);
+            if self.segment.len() >= SEGMENT {
+                self.writer.append(&mut self.segment)?;
             }
         }
         Ok(())
@@ -431,22 +495,18 @@ impl Stream<'_, '_> {
         while !self.waiting.is_empty() {
             self.take_one()?;
         }
+        self.writer.append(&mut self.segment)?;
         Ok(std::mem::take(&mut self.ids))
-    }
-
-    fn closed(&self) -> RepoError {
-        match self.writer.shared.check_failure() {
-            Err(e) => e,
-            Ok(()) => RepoError::Invalid("the writer stopped".into()),
-        }
     }
 }
 
 impl Drop for Stream<'_, '_> {
     fn drop(&mut self) {
-        if let Some(pack) = self.pack.take() {
-            lock(&self.writer.packs).push(pack);
+        // An abandoned stream's chunks are still stored, for a re-run to reuse.
+        if let Err(e) = self.writer.append(&mut self.segment) {
+            tracing::debug!("dropping a stream's last segment: {e}");
         }
+        self.writer.streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -483,10 +543,13 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
     for pack in packs {
         let (id, bytes, blobs) = pack.finish(&shared.crypto);
         let size = bytes.len() as u64;
-        if let Err(e) = put_immutable(shared.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes) {
+        let bytes = Bytes::from(bytes);
+        if let Err(e) = put_immutable(shared.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes.clone())
+        {
             fail(shared, e);
             continue;
         }
+        shared.give_back(bytes);
         shared.counters.packs.fetch_add(1, Ordering::Relaxed);
         shared.counters.stored_bytes.fetch_add(size, Ordering::Relaxed);
         // Visible to this writer's dedup at once; on storage once its index object is written
@@ -555,6 +618,20 @@ fn fail(shared: &Shared, e: RepoError) {
 }
 
 impl Shared {
+    /// Keeps a stored pack's buffer for the next pack. Reusing a few large buffers, rather than
+    /// allocating one per pack and freeing it on another thread, keeps the allocator from
+    /// holding freed packs in every thread's arena (memory grew with the channels).
+    fn give_back(&self, bytes: Bytes) {
+        if let Ok(buffer) = bytes.try_into_mut() {
+            let mut spare = lock(&self.spare);
+            if spare.len() < 2 {
+                let mut buffer = Vec::from(buffer);
+                buffer.clear();
+                spare.push(buffer);
+            }
+        }
+    }
+
     /// Whether `id` is new: in neither the index nor this writer's claims, and now claimed.
     /// The claims are looked at first and under their lock, and an uploader indexes a chunk
     /// before it drops the claim, so a chunk on its way into the index is never taken as new.
