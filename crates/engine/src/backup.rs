@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -289,33 +289,76 @@ struct Copied {
 
 /// The files of a DELTA backup's parent, and when and where it started.
 struct Parent {
-    files: HashMap<String, FileEntry>,
+    files: HashMap<String, ParentFile>,
+    /// The files' chunk lists, in an unnamed temporary file: a parent of terabytes names
+    /// millions of chunks, which memory should not hold.
+    chunk_lists: File,
     start_ns: i64,
     start_lsn: Option<Lsn>,
     timeline: Option<TimelineId>,
 }
 
+/// A regular file of the parent, and where its chunk list is.
+struct ParentFile {
+    size: u64,
+    mtime_ns: i64,
+    relation: bool,
+    chunks_at: u64,
+    chunk_count: usize,
+}
+
 impl Parent {
     /// The writer has loaded the index already.
     fn load(repo: &Repository, backup: &catalog::BackupInfo) -> Result<Parent> {
-        let files = crate::restore::entries_of(repo, backup)?
-            .into_iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .map(|e| (e.path.clone(), e))
-            .collect();
+        let chunk_lists =
+            tempfile::tempfile().map_err(|e| EngineError::io("creating a temporary file", e))?;
+        let mut out = io::BufWriter::new(&chunk_lists);
+        let (mut files, mut at) = (HashMap::new(), 0u64);
+        let manifest = repo.load_manifest(&backup.manifest)?;
+        repo.for_each_entry(&backup.manifest, &manifest, &mut |e| {
+            if e.kind != EntryKind::File {
+                return Ok(());
+            }
+            for c in &e.chunks {
+                out.write_all(&c.0)
+                    .map_err(|err| cairn_repo::RepoError::io("writing a temporary file", err))?;
+            }
+            let relation = e.meta.get("relation").and_then(|r| r.as_bool()) == Some(true);
+            let file = ParentFile {
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                relation,
+                chunks_at: at,
+                chunk_count: e.chunks.len(),
+            };
+            at += 32 * e.chunks.len() as u64;
+            files.insert(e.path, file);
+            Ok(())
+        })?;
+        out.flush().map_err(|e| EngineError::io("writing a temporary file", e))?;
+        drop(out);
         let record = &backup.record;
         Ok(Parent {
             files,
+            chunk_lists,
             start_ns: record.start_time.timestamp_nanos_opt().unwrap_or(0),
             start_lsn: record.start_lsn,
             timeline: record.timeline,
         })
     }
 
+    fn chunks(&self, file: &ParentFile) -> Result<Vec<ChunkId>> {
+        let mut bytes = vec![0u8; 32 * file.chunk_count];
+        self.chunk_lists
+            .read_exact_at(&mut bytes, file.chunks_at)
+            .map_err(|e| EngineError::io("reading a temporary file", e))?;
+        Ok(bytes.chunks_exact(32).map(|c| cairn_repo::Id(c.try_into().unwrap_or([0; 32]))).collect())
+    }
+
     /// The parent's entry for a file whose size and modification time say it has not changed
     /// since. A file modified within a second of the parent's start is read again: a write in
     /// the same timestamp tick could leave both unchanged (pgBackRest guards the same way).
-    fn unchanged(&self, entry: &DataDirEntry) -> Option<&FileEntry> {
+    fn unchanged(&self, entry: &DataDirEntry) -> Option<&ParentFile> {
         const GUARD_NS: i64 = 1_000_000_000;
         let old = self.files.get(&entry.rel_path)?;
         (old.size == entry.size
@@ -609,8 +652,8 @@ impl Copier<'_> {
             },
         };
         let unchanged = self.parent.filter(|_| kind == EntryKind::File).and_then(|p| p.unchanged(entry));
-        if let Some(old) = unchanged {
-            file_entry.chunks = old.chunks.clone();
+        if let (Some(old), Some(parent)) = (unchanged, self.parent) {
+            file_entry.chunks = parent.chunks(old)?;
             file_entry.size = old.size;
             self.unchanged_files.fetch_add(1, Ordering::Relaxed);
             self.unchanged_bytes.fetch_add(old.size, Ordering::Relaxed);
@@ -650,11 +693,17 @@ impl Copier<'_> {
         let piece_size = self.piece_size as u64;
         let old = self
             .parent
-            .and_then(|p| p.files.get(&entry.rel_path))
-            .filter(|old| old.meta.get("relation").and_then(|r| r.as_bool()) == Some(true));
+            .and_then(|p| Some((p, p.files.get(&entry.rel_path)?)))
+            .filter(|(_, old)| old.relation);
+        let old_chunks = match old {
+            Some((parent, file)) => parent.chunks(file)?,
+            None => Vec::new(),
+        };
+        let old = old.map(|(_, file)| file);
         // The parent's whole pieces (its last one may be short).
-        let parent_piece =
-            |piece: u64| old.filter(|o| piece < o.size / piece_size).map(|o| o.chunks[piece as usize]);
+        let parent_piece = |piece: u64| {
+            old.filter(|o| piece < o.size / piece_size).and_then(|_| old_chunks.get(piece as usize).copied())
+        };
         let changes = match (old, self.changes) {
             (Some(_), Some(ChangeSource::Summaries(pieces))) => Some(pieces.for_file(&entry.rel_path)),
             _ => None,
