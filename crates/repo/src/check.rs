@@ -2,7 +2,7 @@
 //! against the index) and, with `read_data`, every blob decrypted and re-hashed. Damage is
 //! reported by object and by the manifests and files it touches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -91,46 +91,49 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     }
     report.packs = sizes.len();
 
-    // Index objects: each readable; what they say, merged by pack.
-    let mut indexed: BTreeMap<Id, Vec<BlobEntry>> = BTreeMap::new();
-    for id in list_ids(storage, Kind::Index)? {
-        report.index_objects += 1;
-        match repo.read_index_object(&id) {
-            Ok((_, packs)) => {
-                for (pack, blobs) in packs {
-                    indexed.entry(pack).or_insert(blobs);
+    // Index objects, a batch at a time (memory holds a batch, not the repository): each
+    // readable; each pack they name checked once, as the first index object naming it says:
+    // present, and its header (with read_data, every blob) as indexed.
+    let mut index = Index::default();
+    let mut indexed: HashSet<Id> = HashSet::new();
+    let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
+    let mut pack_problems = Vec::new();
+    for batch in list_ids(storage, Kind::Index)?.chunks(16) {
+        let objects = parallel_map(batch, 8, |id| Ok::<_, RepoError>((*id, repo.read_index_object(id))))?;
+        let mut packs: Vec<(Id, Vec<BlobEntry>)> = Vec::new();
+        for (id, object) in objects {
+            report.index_objects += 1;
+            match object {
+                Ok((_, list)) => packs.extend(list.into_iter().filter(|(pack, _)| indexed.insert(*pack))),
+                Err(e) => {
+                    CheckReport::problem(&mut report.errors, layout::path(Kind::Index, &id), e.to_string())
                 }
             }
-            Err(e) => CheckReport::problem(&mut report.errors, layout::path(Kind::Index, &id), e.to_string()),
+        }
+        let findings = parallel_map(&packs, options.channels.max(1), |(pack, blobs)| {
+            Ok::<_, RepoError>(check_pack(repo, pack, blobs, sizes.get(pack).copied(), options.read_data))
+        })?;
+        for finding in findings {
+            report.bytes_read += finding.read;
+            if let Some(problem) = finding.problem {
+                for c in finding.damaged {
+                    bad_chunks.insert(c, pack_problems.len());
+                }
+                pack_problems.push(problem);
+            }
+        }
+        for (pack, blobs) in &packs {
+            index.add_pack(*pack, blobs)?;
         }
     }
-    for pack in sizes.keys().filter(|p| !indexed.contains_key(p)) {
+    let mut unindexed: Vec<&Id> = sizes.keys().filter(|p| !indexed.contains(p)).collect();
+    unindexed.sort();
+    for pack in unindexed {
         let message = "pack is in no index (left by an interrupted write; 'cairn prune' removes it)";
         CheckReport::problem(&mut report.warnings, layout::path(Kind::Pack, pack), message);
     }
 
-    // Each indexed pack: present, and its header (with read_data, every blob) as indexed.
-    let packs: Vec<(Id, Vec<BlobEntry>)> = indexed.into_iter().collect();
-    let findings = parallel_map(&packs, options.channels.max(1), |(pack, blobs)| {
-        Ok::<_, RepoError>(check_pack(repo, pack, blobs, sizes.get(pack).copied(), options.read_data))
-    })?;
-    let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
-    let mut pack_problems = Vec::new();
-    for finding in findings {
-        report.bytes_read += finding.read;
-        if let Some(problem) = finding.problem {
-            for c in finding.damaged {
-                bad_chunks.insert(c, pack_problems.len());
-            }
-            pack_problems.push(problem);
-        }
-    }
-
     // Manifests: readable, and every chunk they need is indexed and undamaged.
-    let mut index = Index::default();
-    for (pack, blobs) in &packs {
-        index.add_pack(*pack, blobs)?;
-    }
     index.compact()?;
     report.chunks = index.chunk_count();
     *repo.index.write().unwrap_or_else(|e| e.into_inner()) = index;
