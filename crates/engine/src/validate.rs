@@ -138,8 +138,12 @@ impl Findings {
                 if !usable || !backup.has_files || validated.contains(&key(&backup)) {
                     continue;
                 }
-                let entries = entries_of(repo, &backup)?;
-                let shared = entries.iter().flat_map(|e| &e.chunks).find(|c| self.damaged.contains(*c));
+                let mut shared = None;
+                let manifest = repo.load_manifest(&backup.manifest)?;
+                repo.for_each_entry(&backup.manifest, &manifest, &mut |e| {
+                    shared = shared.or_else(|| e.chunks.iter().find(|c| self.damaged.contains(*c)).copied());
+                    Ok(())
+                })?;
                 if let Some(chunk) = shared {
                     let why = format!("it holds chunk {}, which validation found damaged", chunk.short());
                     catalog::set_status(repo, &backup, BackupStatus::Corrupt, Some(why))?;
@@ -208,9 +212,14 @@ fn validate_backup(
     });
     let mut unreadable = |e: String| {
         // Which of its chunks are damaged: other backups naming them are damaged too.
-        let ids: Vec<ChunkId> = entries_of(repo, backup)
-            .map(|entries| entries.into_iter().flat_map(|e| e.chunks).collect())
-            .unwrap_or_default();
+        let mut ids = std::collections::BTreeSet::new();
+        if let Ok(manifest) = repo.load_manifest(&backup.manifest) {
+            let _ = repo.for_each_entry(&backup.manifest, &manifest, &mut |e| {
+                ids.extend(e.chunks);
+                Ok(())
+            });
+        }
+        let ids: Vec<ChunkId> = ids.into_iter().collect();
         found.damaged.extend(repo.damaged_chunks(&ids, options.channels.max(1)).unwrap_or_default());
         Some(e)
     };
