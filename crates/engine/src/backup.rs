@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,7 +19,9 @@ use cairn_pg::{
     page_lsn, relation_block, verify_page, walk_data_dir, ControlFile, DataDirEntry, DbState, Flavor, Lsn,
     PageVerdict, TimelineId, WalSegmentName, WalSegmentSize, WalkOptions,
 };
-use cairn_repo::{ChunkId, ChunkerKind, EntryKind, FileEntry, Repository, Writer, WriterOptions};
+use cairn_repo::{
+    ChunkId, ChunkLists, ChunkerKind, EntryKind, FileEntry, ListRef, Repository, Writer, WriterOptions,
+};
 
 use crate::catalog::{self, BackupMode, BackupRecord, BackupStatus, Tablespace};
 use crate::connect::connect;
@@ -290,9 +292,8 @@ struct Copied {
 /// The files of a DELTA backup's parent, and when and where it started.
 struct Parent {
     files: HashMap<String, ParentFile>,
-    /// The files' chunk lists, in an unnamed temporary file: a parent of terabytes names
-    /// millions of chunks, which memory should not hold.
-    chunk_lists: File,
+    /// The files' chunk lists, out of memory.
+    chunk_lists: ChunkLists,
     start_ns: i64,
     start_lsn: Option<Lsn>,
     timeline: Option<TimelineId>,
@@ -303,40 +304,23 @@ struct ParentFile {
     size: u64,
     mtime_ns: i64,
     relation: bool,
-    chunks_at: u64,
-    chunk_count: usize,
+    chunks: ListRef,
 }
 
 impl Parent {
     /// The writer has loaded the index already.
     fn load(repo: &Repository, backup: &catalog::BackupInfo) -> Result<Parent> {
-        let chunk_lists =
-            tempfile::tempfile().map_err(|e| EngineError::io("creating a temporary file", e))?;
-        let mut out = io::BufWriter::new(&chunk_lists);
-        let (mut files, mut at) = (HashMap::new(), 0u64);
+        let mut chunk_lists = ChunkLists::new()?;
+        let mut files = HashMap::new();
         let manifest = repo.load_manifest(&backup.manifest)?;
         repo.for_each_entry(&backup.manifest, &manifest, &mut |e| {
-            if e.kind != EntryKind::File {
-                return Ok(());
+            if e.kind == EntryKind::File {
+                let relation = e.meta.get("relation").and_then(|r| r.as_bool()) == Some(true);
+                let chunks = chunk_lists.push(&e.chunks)?;
+                files.insert(e.path, ParentFile { size: e.size, mtime_ns: e.mtime_ns, relation, chunks });
             }
-            for c in &e.chunks {
-                out.write_all(&c.0)
-                    .map_err(|err| cairn_repo::RepoError::io("writing a temporary file", err))?;
-            }
-            let relation = e.meta.get("relation").and_then(|r| r.as_bool()) == Some(true);
-            let file = ParentFile {
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                relation,
-                chunks_at: at,
-                chunk_count: e.chunks.len(),
-            };
-            at += 32 * e.chunks.len() as u64;
-            files.insert(e.path, file);
             Ok(())
         })?;
-        out.flush().map_err(|e| EngineError::io("writing a temporary file", e))?;
-        drop(out);
         let record = &backup.record;
         Ok(Parent {
             files,
@@ -348,11 +332,7 @@ impl Parent {
     }
 
     fn chunks(&self, file: &ParentFile) -> Result<Vec<ChunkId>> {
-        let mut bytes = vec![0u8; 32 * file.chunk_count];
-        self.chunk_lists
-            .read_exact_at(&mut bytes, file.chunks_at)
-            .map_err(|e| EngineError::io("reading a temporary file", e))?;
-        Ok(bytes.chunks_exact(32).map(|c| cairn_repo::Id(c.try_into().unwrap_or([0; 32]))).collect())
+        Ok(self.chunk_lists.get(file.chunks)?)
     }
 
     /// The parent's entry for a file whose size and modification time say it has not changed

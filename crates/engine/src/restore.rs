@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use cairn_repo::{EntryKind, FileEntry, Repository};
+use cairn_repo::{ChunkLists, EntryKind, FileEntry, ListRef, Repository};
 
 use crate::catalog::{self, BackupInfo, BackupStatus};
 use crate::error::{EngineError, Result};
@@ -127,11 +127,19 @@ pub fn restore(
     }
 
     repo.load_index()?;
-    let entries = entries_of(repo, &backup)?;
-    let mut files = Vec::new();
+    // Entries in memory, their chunk lists out of it: read back a batch at a time.
+    let mut lists = ChunkLists::new()?;
+    let mut entries = Vec::new();
+    let manifest = repo.load_manifest(&backup.manifest)?;
+    repo.for_each_entry(&backup.manifest, &manifest, &mut |mut entry| {
+        let list = lists.push(&std::mem::take(&mut entry.chunks))?;
+        entries.push((entry, list));
+        Ok(())
+    })?;
+    let mut files: Vec<FileToRestore> = Vec::new();
     let mut dirs = Vec::new();
     let mut links = Vec::new();
-    for entry in entries {
+    for (entry, list) in entries {
         // The tablespace links are made here, at their (remapped) places; a tablespace_map
         // would make the server relink them to the source's locations.
         if entry.path == "tablespace_map" {
@@ -158,22 +166,22 @@ pub fn restore(
                     .map_err(|e| EngineError::io(format!("linking {} to {target}", path.display()), e))?;
                 links.push(path);
             }
-            EntryKind::File => files.push((path, entry)),
+            EntryKind::File => files.push((path, entry, list)),
         }
     }
-    for (path, _) in &files {
+    for (path, ..) in &files {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| EngineError::io(format!("creating {}", parent.display()), e))?;
         }
     }
 
-    let total: u64 = files.iter().map(|(_, e)| e.size).sum();
+    let total: u64 = files.iter().map(|(_, e, _)| e.size).sum();
     progress.begin("restore", total);
-    let paths: BTreeMap<&str, &Path> = files.iter().map(|(p, e)| (e.path.as_str(), p.as_path())).collect();
+    let paths: BTreeMap<&str, &Path> = files.iter().map(|(p, e, _)| (e.path.as_str(), p.as_path())).collect();
     // pg_control last: a directory left by a failed restore must not look startable.
-    let (control, entries): (Vec<FileEntry>, Vec<FileEntry>) =
-        files.iter().map(|(_, e)| e.clone()).partition(|e| e.path == "global/pg_control");
+    let (control, rest): (Vec<&FileToRestore>, Vec<&FileToRestore>) =
+        files.iter().partition(|(_, e, _)| e.path == "global/pg_control");
     let create = |entry: &FileEntry| {
         let path = paths[entry.path.as_str()];
         OpenOptions::new()
@@ -193,20 +201,29 @@ pub fn restore(
     let (bytes, delta) = if options.delta {
         let kept: std::collections::BTreeSet<PathBuf> = files
             .iter()
-            .map(|(p, _)| p.clone())
+            .map(|(p, ..)| p.clone())
             .chain(dirs.iter().map(|(p, _)| p.clone()))
             .chain(links.iter().cloned())
             .collect();
-        let mut stats = delta::restore(repo, &files, options.channels.max(1), progress)?;
+        let mut stats = delta::DeltaStats::default();
+        for (batch, channels) in
+            batches(&lists, &rest, options.channels.max(1)).chain(batches(&lists, &control, 1))
+        {
+            stats.add(delta::restore(repo, &batch?, channels, progress)?);
+        }
         for root in std::iter::once(options.target.clone()).chain(places.other_roots()) {
             stats.files_removed += delta::remove_extra(&root, &kept)?;
         }
         (stats.bytes_restored, Some(stats))
     } else {
-        let bytes = repo.write_files(&entries, options.channels.max(1), create, finish, advance)?;
+        let mut bytes = 0;
+        for (batch, channels) in batches(&lists, &rest, options.channels.max(1)) {
+            let entries: Vec<FileEntry> = batch?.into_iter().map(|(_, e)| e).collect();
+            bytes += repo.write_files(&entries, channels, create, finish, advance)?;
+        }
         // Everything on disk before pg_control is: a restore cut short never looks startable.
         // Flushing is waiting on the disk, not work: many at once, after the copy.
-        let written: Vec<&Path> = entries.iter().map(|e| paths[e.path.as_str()]).collect();
+        let written: Vec<&Path> = rest.iter().map(|(p, ..)| p.as_path()).collect();
         cairn_repo::parallel_map(&written, 16, |path| {
             File::open(path)
                 .and_then(|f| f.sync_all())
@@ -216,7 +233,11 @@ pub fn restore(
             finish(entry, file)?;
             file.sync_all().map_err(|e| cairn_repo::RepoError::io(format!("flushing {}", entry.path), e))
         };
-        (bytes + repo.write_files(&control, 1, create, control_sync, advance)?, None)
+        for (batch, _) in batches(&lists, &control, 1) {
+            let entries: Vec<FileEntry> = batch?.into_iter().map(|(_, e)| e).collect();
+            bytes += repo.write_files(&entries, 1, create, control_sync, advance)?;
+        }
+        (bytes, None)
     };
     progress.end();
     // Directory modes last (a read-only directory could not be filled), each flushed to disk
@@ -243,6 +264,51 @@ pub fn restore(
         delta,
         recovery_target: options.recovery.as_ref().map(|r| r.target.to_string()),
         expected_stop_lsn,
+    })
+}
+
+/// A file to restore: where it goes, its entry (without chunks), and its chunk list.
+type FileToRestore = (PathBuf, FileEntry, ListRef);
+
+/// Chunks whose lists a restore holds in memory at once: 32 MiB of ids, 128 GiB of data in
+/// 128 KiB chunks. A batch's last files limit parallelism a moment, once per batch.
+const BATCH_CHUNKS: usize = 1 << 20;
+
+/// `files` a batch at a time, each with its chunk list read back, and the channels to restore
+/// them with.
+fn batches<'a>(
+    lists: &'a ChunkLists,
+    files: &'a [&'a FileToRestore],
+    channels: usize,
+) -> impl Iterator<Item = (Result<Vec<(PathBuf, FileEntry)>>, usize)> + 'a {
+    batches_of(lists, files, channels, BATCH_CHUNKS)
+}
+
+fn batches_of<'a>(
+    lists: &'a ChunkLists,
+    files: &'a [&'a FileToRestore],
+    channels: usize,
+    max_chunks: usize,
+) -> impl Iterator<Item = (Result<Vec<(PathBuf, FileEntry)>>, usize)> + 'a {
+    let mut rest = files;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut end, mut chunks) = (0, 0);
+        while end < rest.len() && (end == 0 || chunks < max_chunks) {
+            chunks += rest[end].2.len();
+            end += 1;
+        }
+        let (batch, after) = rest.split_at(end);
+        rest = after;
+        let filled = batch
+            .iter()
+            .map(|(path, entry, list)| {
+                Ok((path.clone(), FileEntry { chunks: lists.get(*list)?, ..entry.clone() }))
+            })
+            .collect();
+        Some((filled, channels))
     })
 }
 
@@ -399,6 +465,41 @@ impl Places {
         match oid.and_then(|oid| self.tablespaces.get(&oid)) {
             Some(location) => location.display().to_string(),
             None => entry.target.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_every_file_once_in_order_with_its_chunks() {
+        let mut lists = ChunkLists::new().unwrap();
+        let files: Vec<FileToRestore> = (0..7u32)
+            .map(|i| {
+                let chunks: Vec<cairn_repo::ChunkId> = (0..i * 3)
+                    .map(|c| cairn_repo::Id::of_object(&[i.to_le_bytes(), c.to_le_bytes()].concat()))
+                    .collect();
+                let entry = FileEntry::file(format!("f{i}"), 0o600, 0, 0, Vec::new());
+                (PathBuf::from(format!("/x/f{i}")), entry, lists.push(&chunks).unwrap())
+            })
+            .collect();
+        let refs: Vec<&FileToRestore> = files.iter().collect();
+        let batches: Vec<Vec<(PathBuf, FileEntry)>> = batches_of(&lists, &refs, 2, 10)
+            .map(|(batch, channels)| {
+                assert_eq!(channels, 2);
+                batch.unwrap()
+            })
+            .collect();
+        // 0+3+6+9 chunks reach 10 only with the fourth file; then 12, then 15+18.
+        let sizes: Vec<Vec<usize>> =
+            batches.iter().map(|b| b.iter().map(|(_, e)| e.chunks.len()).collect()).collect();
+        assert_eq!(sizes, vec![vec![0, 3, 6, 9], vec![12], vec![15], vec![18]]);
+        let flat: Vec<&(PathBuf, FileEntry)> = batches.iter().flatten().collect();
+        for ((path, entry), (want_path, want, list)) in flat.into_iter().zip(&files) {
+            assert_eq!((path, &entry.path), (want_path, &want.path));
+            assert_eq!(entry.chunks, lists.get(*list).unwrap());
         }
     }
 }

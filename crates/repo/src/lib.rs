@@ -3,6 +3,7 @@
 //! nothing of PostgreSQL.
 
 pub mod check;
+pub mod chunk_lists;
 pub mod chunker;
 pub mod compression;
 pub mod config;
@@ -22,6 +23,7 @@ mod repository;
 pub mod writer;
 
 pub use check::{check, CheckOptions, CheckReport, Problem};
+pub use chunk_lists::{ChunkLists, ListRef};
 pub use chunker::{ChunkerKind, ChunkerParams};
 pub use compression::Compression;
 pub use config::Config;

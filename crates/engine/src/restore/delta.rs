@@ -29,6 +29,15 @@ pub struct DeltaStats {
     pub files_removed: u64,
 }
 
+impl DeltaStats {
+    pub fn add(&mut self, other: DeltaStats) {
+        self.bytes_restored += other.bytes_restored;
+        self.bytes_written += other.bytes_written;
+        self.files_unchanged += other.files_unchanged;
+        self.files_removed += other.files_removed;
+    }
+}
+
 /// A file to restore: where it goes, and what it must hold.
 type Target = (PathBuf, FileEntry);
 
