@@ -137,11 +137,35 @@ impl Index {
                 stored_len: e.stored_len,
                 raw_len: e.raw_len,
             });
+            self.spill_if_full()?;
         }
+        Ok(())
+    }
+
+    fn spill_if_full(&mut self) -> Result<()> {
         if self.recent.len() >= self.memory_entries {
             self.spill().map_err(spill_error)?;
         }
         Ok(())
+    }
+
+    /// Calls `each` with every chunk id, in id order (compacting first).
+    fn for_each_chunk(&mut self, each: &mut dyn FnMut(ChunkId) -> Result<()>) -> Result<()> {
+        self.compact()?;
+        match self.runs.first() {
+            None => {
+                let mut ids: Vec<ChunkId> = self.recent.keys().copied().collect();
+                ids.sort_unstable();
+                ids.into_iter().try_for_each(each)
+            }
+            Some(run) => {
+                let mut reader = RunReader { run, next: 0, buf: Vec::new(), at: 0 };
+                while let Some((id, _)) = reader.next().map_err(spill_error)? {
+                    each(id)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Merges what is on disk into one run, so that a lookup reads once and
@@ -216,6 +240,39 @@ impl Index {
         let merged = Merge::new(&self.runs)?;
         self.runs = vec![Run::write(merged)?];
         Ok(())
+    }
+}
+
+/// A set of chunk ids in memory that does not grow with it: the index's hash table and runs.
+#[derive(Debug, Default)]
+pub struct ChunkSet {
+    index: Index,
+}
+
+impl ChunkSet {
+    /// Adds `id`; adding it again is harmless.
+    pub fn add(&mut self, id: ChunkId) -> Result<()> {
+        let none = Slot { pack: 0, codec: Codec::Raw, offset: 0, stored_len: 0, raw_len: 0 };
+        self.index.recent.entry(id).or_insert(none);
+        self.index.spill_if_full()
+    }
+
+    /// Adds `id` if it is not in the set yet; says whether it was added.
+    pub fn insert(&mut self, id: ChunkId) -> Result<bool> {
+        if self.index.contains(&id)? {
+            return Ok(false);
+        }
+        self.add(id)?;
+        Ok(true)
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool> {
+        self.index.contains(id)
+    }
+
+    /// Calls `each` with every id, in order.
+    pub fn for_each(&mut self, each: &mut dyn FnMut(ChunkId) -> Result<()>) -> Result<()> {
+        self.index.for_each_chunk(each)
     }
 }
 
@@ -483,6 +540,33 @@ mod tests {
                     None => prop_assert!(got.is_none()),
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// A set spilling to disk answers as a plain set, and lists its ids once each, in order.
+        #[test]
+        fn a_chunk_set_on_disk_answers_as_in_memory(ids in proptest::collection::vec(0u32..500, 0..2000)) {
+            let mut set = ChunkSet { index: Index::with_memory(37) };
+            let mut model = std::collections::BTreeSet::new();
+            for (i, &n) in ids.iter().enumerate() {
+                if i % 3 == 0 {
+                    prop_assert_eq!(set.insert(chunk(n)).unwrap(), model.insert(chunk(n)));
+                } else {
+                    set.add(chunk(n)).unwrap();
+                    model.insert(chunk(n));
+                }
+            }
+            for n in 0..500 {
+                prop_assert_eq!(set.contains(&chunk(n)).unwrap(), model.contains(&chunk(n)));
+            }
+            let mut listed = Vec::new();
+            set.for_each(&mut |id| {
+                listed.push(id);
+                Ok(())
+            })
+            .unwrap();
+            prop_assert_eq!(listed, model.into_iter().collect::<Vec<_>>());
         }
     }
 

@@ -2,17 +2,17 @@
 //! step): repacked blobs are stored in new packs, then a new index naming every kept blob is
 //! stored, then the old index objects are deleted, and only then the old packs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::error::{RepoError, Result};
-use crate::id::{ChunkId, Id};
-use crate::index::PackBlobs;
+use crate::id::Id;
+use crate::index::{ChunkSet, PackBlobs};
 use crate::layout::{self, Kind};
 use crate::lock::LockGuard;
-use crate::pack::{BlobEntry, PackBuilder};
-use crate::repository::{put_immutable, Repository};
+use crate::pack::PackBuilder;
+use crate::repository::{list_ids, parallel_map, put_immutable, Repository};
 
 /// Blobs per index object that prune writes.
 const BLOBS_PER_INDEX: usize = 100_000;
@@ -38,9 +38,8 @@ pub struct PruneSummary {
 pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> {
     let lock = LockGuard::acquire(repo.storage.clone(), true)?;
     let storage = repo.storage.as_ref();
-    let index_objects = repo.read_index_objects()?;
     repo.load_index()?;
-    let used = used_chunks(repo)?;
+    let mut used = used_chunks(repo)?;
 
     let mut sizes: HashMap<Id, u64> = HashMap::new();
     for meta in storage.list(layout::DATA) {
@@ -49,35 +48,88 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
             sizes.insert(id, meta.size);
         }
     }
-    let mut packs: BTreeMap<Id, Vec<BlobEntry>> = BTreeMap::new();
-    for (_, list) in &index_objects {
-        for (pack, blobs) in list {
-            packs.entry(*pack).or_insert_with(|| blobs.clone());
-        }
-    }
+    let mut summary = PruneSummary {
+        packs: sizes.len(),
+        bytes_before: sizes.values().sum(),
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
 
-    // Each used chunk is kept once, in the first pack (by id) that holds it.
-    let mut kept_chunks: HashSet<ChunkId> = HashSet::new();
-    let mut keep: Vec<PackBlobs> = Vec::new();
-    let mut repack: Vec<PackBlobs> = Vec::new();
+    // Pack by pack, as the index objects name them (a batch of objects at a time: memory holds
+    // a batch, one id per pack, and the used and kept chunks in sets that spill to disk). Each
+    // used chunk is kept once, in the first pack found holding it: a pack wholly kept is named
+    // in the new index as it is, a partly used one has its wanted blobs copied into new packs
+    // (sealed blobs move as they are), an unused one goes. Until the old index objects are
+    // deleted at the end, everything written only adds names and copies.
+    let old_index = list_ids(storage, Kind::Index)?;
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut kept = ChunkSet::default();
+    let mut new_index = NewIndex { write: !options.dry_run, ..Default::default() };
+    let mut builder = PackBuilder::default();
     let mut delete: Vec<Id> = Vec::new();
-    let mut summary = PruneSummary { packs: sizes.len(), dry_run: options.dry_run, ..Default::default() };
-    for (pack, blobs) in &packs {
-        if !sizes.contains_key(pack) {
-            continue; // missing: a used chunk only there is caught below
-        }
-        let wanted: Vec<BlobEntry> =
-            blobs.iter().filter(|b| used.contains(&b.id) && kept_chunks.insert(b.id)).copied().collect();
-        summary.blobs_removed += blobs.len() - wanted.len();
-        if wanted.len() == blobs.len() {
-            keep.push((*pack, wanted));
-        } else if wanted.is_empty() {
-            delete.push(*pack);
-        } else {
-            repack.push((*pack, wanted));
+    let mut bytes_after = 0u64;
+    for batch in old_index.chunks(16) {
+        for (_, list) in parallel_map(batch, 8, |id| repo.read_index_object(id))? {
+            for (pack, blobs) in list {
+                let Some(&size) = sizes.get(&pack) else { continue }; // missing: caught below
+                if !seen.insert(pack) {
+                    continue;
+                }
+                let mut wanted = Vec::new();
+                for b in &blobs {
+                    if used.contains(&b.id)? && kept.insert(b.id)? {
+                        wanted.push(*b);
+                    }
+                }
+                summary.blobs_removed += blobs.len() - wanted.len();
+                if wanted.len() == blobs.len() {
+                    bytes_after += size;
+                    new_index.add(repo, (pack, wanted))?;
+                    continue;
+                }
+                delete.push(pack);
+                if wanted.is_empty() {
+                    continue;
+                }
+                summary.packs_repacked += 1;
+                if options.dry_run {
+                    bytes_after += wanted.iter().map(|b| b.stored_len as u64).sum::<u64>();
+                    continue;
+                }
+                let bytes = storage.get(&layout::path(Kind::Pack, &pack))?;
+                for b in &wanted {
+                    let sealed = bytes
+                        .get(b.offset as usize..(b.offset + b.stored_len) as usize)
+                        .ok_or_else(|| {
+                            RepoError::damaged(
+                                "pack",
+                                layout::path(Kind::Pack, &pack),
+                                "shorter than its index says",
+                            )
+                        })?;
+                    builder.add(b.id, b.codec, b.raw_len, sealed);
+                    if builder.len() >= repo.config.pack_size as usize {
+                        bytes_after += store_pack(repo, std::mem::take(&mut builder), &mut new_index)?;
+                        summary.packs_written += 1;
+                    }
+                }
+            }
         }
     }
-    if let Some(lost) = used.iter().find(|c| !kept_chunks.contains(c)) {
+    if !builder.is_empty() {
+        bytes_after += store_pack(repo, builder, &mut new_index)?;
+        summary.packs_written += 1;
+    }
+    new_index.flush(repo)?;
+
+    let mut lost = None;
+    used.for_each(&mut |chunk| {
+        if lost.is_none() && !kept.contains(&chunk)? {
+            lost = Some(chunk);
+        }
+        Ok(())
+    })?;
+    if let Some(lost) = lost {
         return Err(RepoError::damaged(
             "chunk",
             lost.to_hex(),
@@ -85,68 +137,20 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
         ));
     }
     // Packs no index names were left by interrupted writes (no writer runs: we hold the lock).
-    delete.extend(sizes.keys().filter(|p| !packs.contains_key(p)));
-    summary.packs_deleted = delete.len();
-    summary.packs_repacked = repack.len();
-    summary.bytes_before = sizes.values().sum();
-    let kept_bytes: u64 = keep.iter().map(|(p, _)| sizes[p]).sum();
-    let repacked_bytes: u64 = repack.iter().flat_map(|(_, b)| b.iter()).map(|b| b.stored_len as u64).sum();
+    let mut unindexed: Vec<Id> = sizes.keys().filter(|p| !seen.contains(p)).copied().collect();
+    unindexed.sort();
+    delete.extend(unindexed);
+    summary.packs_deleted = delete.len() - summary.packs_repacked;
+    summary.bytes_after = bytes_after;
     if options.dry_run {
-        summary.bytes_after = kept_bytes + repacked_bytes;
         return Ok(summary);
     }
 
-    // 1. Copy the wanted blobs of partly used packs into new packs (sealed blobs move as they are).
-    let mut builder = PackBuilder::default();
-    let mut written = Vec::new();
-    let mut new_bytes = 0u64;
-    let mut store = |builder: PackBuilder, written: &mut Vec<PackBlobs>| -> Result<()> {
-        let (id, bytes, blobs) = builder.finish(&repo.crypto);
-        new_bytes += bytes.len() as u64;
-        put_immutable(storage, &layout::path(Kind::Pack, &id), bytes)?;
-        written.push((id, blobs));
-        Ok(())
-    };
-    for (pack, wanted) in &repack {
-        let bytes = storage.get(&layout::path(Kind::Pack, pack))?;
-        for b in wanted {
-            let sealed =
-                bytes.get(b.offset as usize..(b.offset + b.stored_len) as usize).ok_or_else(|| {
-                    RepoError::damaged("pack", layout::path(Kind::Pack, pack), "shorter than its index says")
-                })?;
-            builder.add(b.id, b.codec, b.raw_len, sealed);
-            if builder.len() >= repo.config.pack_size as usize {
-                store(std::mem::take(&mut builder), &mut written)?;
-            }
-        }
-        delete.push(*pack);
-    }
-    if !builder.is_empty() {
-        store(builder, &mut written)?;
-    }
-    summary.packs_written = written.len();
-    summary.bytes_after = kept_bytes + new_bytes;
-
-    // 2. A new index for everything kept, 3. then the old index objects go, 4. then the packs.
+    // The new index is stored: the old index objects go (only those read above: anything
+    // newer is not ours to judge), then the packs.
     lock.ensure_held()?;
-    keep.extend(written);
-    let mut new_index = HashSet::new();
-    let mut piece: Vec<PackBlobs> = Vec::new();
-    let mut blobs_in_piece = 0;
-    for pack in keep {
-        blobs_in_piece += pack.1.len();
-        piece.push(pack);
-        if blobs_in_piece >= BLOBS_PER_INDEX {
-            new_index.insert(repo.write_index_object(&std::mem::take(&mut piece))?);
-            blobs_in_piece = 0;
-        }
-    }
-    if !piece.is_empty() {
-        new_index.insert(repo.write_index_object(&piece)?);
-    }
-    // Only the index objects read above: anything newer is not ours to judge.
-    for (id, _) in &index_objects {
-        if !new_index.contains(id) {
+    for id in &old_index {
+        if !new_index.written.contains(id) {
             storage.delete(&layout::path(Kind::Index, id))?;
         }
     }
@@ -157,17 +161,52 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     Ok(summary)
 }
 
+/// Stores a pack of repacked blobs and names it in the new index; returns its size.
+fn store_pack(repo: &Repository, builder: PackBuilder, new_index: &mut NewIndex) -> Result<u64> {
+    let (id, bytes, blobs) = builder.finish(&repo.crypto);
+    let size = bytes.len() as u64;
+    put_immutable(repo.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes)?;
+    new_index.add(repo, (id, blobs))?;
+    Ok(size)
+}
+
+/// The index objects prune writes, [`BLOBS_PER_INDEX`] blobs each.
+#[derive(Default)]
+struct NewIndex {
+    write: bool,
+    piece: Vec<PackBlobs>,
+    blobs: usize,
+    written: HashSet<Id>,
+}
+
+impl NewIndex {
+    fn add(&mut self, repo: &Repository, pack: PackBlobs) -> Result<()> {
+        self.blobs += pack.1.len();
+        self.piece.push(pack);
+        if self.blobs >= BLOBS_PER_INDEX {
+            self.flush(repo)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, repo: &Repository) -> Result<()> {
+        let piece = std::mem::take(&mut self.piece);
+        self.blobs = 0;
+        if self.write && !piece.is_empty() {
+            self.written.insert(repo.write_index_object(&piece)?);
+        }
+        Ok(())
+    }
+}
+
 /// Every chunk some manifest needs: its entry stream and its files' chunks. Any manifest that
 /// cannot be read stops the prune: deleting on a guess could lose data.
-fn used_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
-    let mut used = HashSet::new();
+fn used_chunks(repo: &Repository) -> Result<ChunkSet> {
+    let mut used = ChunkSet::default();
     for id in repo.list_manifests()? {
         let manifest = repo.load_manifest(&id)?;
-        used.extend(manifest.tree.iter().copied());
-        repo.for_each_entry(&id, &manifest, &mut |entry| {
-            used.extend(entry.chunks);
-            Ok(())
-        })?;
+        manifest.tree.iter().try_for_each(|c| used.add(*c))?;
+        repo.for_each_entry(&id, &manifest, &mut |entry| entry.chunks.iter().try_for_each(|c| used.add(*c)))?;
     }
     Ok(used)
 }

@@ -248,12 +248,6 @@ impl Repository {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every index object with its content (prune works on all of them at once).
-    pub(crate) fn read_index_objects(&self) -> Result<Vec<(Id, Vec<PackBlobs>)>> {
-        let ids = list_ids(self.storage.as_ref(), Kind::Index)?;
-        parallel_map(&ids, 8, |id| self.read_index_object(id))
-    }
-
     pub(crate) fn read_index_object(&self, id: &Id) -> Result<(Id, Vec<PackBlobs>)> {
         let stored = self.storage.get(&layout::path(Kind::Index, id))?;
         let body = object::decode(&self.crypto, Kind::Index, id, &stored)?;

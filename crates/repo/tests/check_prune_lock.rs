@@ -148,6 +148,36 @@ fn prune_repacks_partly_used_packs() {
 }
 
 #[test]
+fn prune_deletes_nothing_when_a_needed_chunk_is_in_no_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path());
+    let repo = init(storage.clone(), Encryption::Aes256Gcm);
+    let files = sample_files(4, 3);
+    let (first, _) = backup(&repo, &files, 1);
+    // The same data under other names: its chunks are the first backup's, its entry list new.
+    let renamed: Vec<StoredFile> = files
+        .iter()
+        .map(|f| StoredFile { path: format!("moved/{}", f.path), data: f.data.clone() })
+        .collect();
+    let (second, _) = backup(&repo, &renamed, 1);
+    storage.delete(&format!("manifests/{first}")).unwrap();
+    // The pack holding the data is lost behind the repository's back.
+    let needed = restore_entries(&repo, &second)[0].chunks[0];
+    let lost = repo.locate(&needed).unwrap().pack;
+    storage.delete(&cairn_repo::layout::path(cairn_repo::layout::Kind::Pack, &lost)).unwrap();
+    let listing = |s: &dyn Storage| {
+        let mut v: Vec<String> =
+            s.list("").map(|m| m.unwrap().path).filter(|p| !p.starts_with("index/")).collect();
+        v.sort();
+        v
+    };
+    let before = listing(storage.as_ref());
+    let error = prune(&repo, &PruneOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("no pack holds it"), "{error}");
+    assert_eq!(listing(storage.as_ref()), before, "nothing deleted (new index objects may be added)");
+}
+
+#[test]
 fn prune_removes_packs_left_by_an_interrupted_write() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(dir.path());
