@@ -1,6 +1,7 @@
 //! Storing new data: files go in as readers and come back as chunk lists. Chunks are hashed,
 //! deduplicated, compressed and sealed on worker threads, gathered in file order into segments
-//! of about 1 MiB, segments into packs, and packs are uploaded on upload threads. A pack is
+//! (a pack's worth shared among the open streams, at least 1 MiB), segments into packs, and
+//! packs are uploaded on upload threads. A pack is
 //! stored before any index object names it, and index objects before the manifest that needs
 //! them.
 //!
@@ -40,9 +41,10 @@ const INDEX_EVERY: Duration = Duration::from_secs(120);
 /// Packs uploaded at once: enough to keep object storage busy; each holds a pack in memory.
 const MAX_UPLOADS: usize = 4;
 
-/// A stream hands its sealed chunks to the open pack in segments of about this size, so that
-/// a file's chunks lie together in runs a restore reads in one request each.
-const SEGMENT: usize = 1 << 20;
+/// A stream hands its sealed chunks to the open pack in segments: a pack's worth shared among
+/// the open streams, but at least this much, so that a file's chunks lie together in runs a
+/// restore reads in one request each, and memory holds about a pack whatever the streams.
+const MIN_SEGMENT: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -323,7 +325,7 @@ impl<'r> Writer<'r> {
     fn stream(&self) -> Stream<'_, 'r> {
         self.streams.fetch_add(1, Ordering::SeqCst);
         // Capacity is only address space until written: a stream of known chunks never touches it.
-        let segment = PackBuilder::with_capacity(self.room(SEGMENT));
+        let segment = PackBuilder::with_capacity(self.room(MIN_SEGMENT));
         Stream { writer: self, segment, waiting: VecDeque::new(), ids: Vec::new() }
     }
 
@@ -331,6 +333,11 @@ impl<'r> Writer<'r> {
     /// to each chunk): filling it never moves it.
     fn room(&self, target: usize) -> usize {
         target + self.shared.chunker.largest() + (64 << 10)
+    }
+
+    /// How much a stream gathers before handing it to the open pack.
+    fn segment_size(&self) -> usize {
+        (self.shared.pack_size / self.streams.load(Ordering::Relaxed).max(1)).max(MIN_SEGMENT)
     }
 
     /// Chunks one stream keeps in flight: enough to feed every worker when it is alone, fewer
@@ -351,7 +358,7 @@ impl<'r> Writer<'r> {
                 if let Some(buffer) = lock(&self.shared.spare).pop() {
                     *open = PackBuilder::with_buffer(buffer);
                 }
-                open.reserve(self.room(pack_size + SEGMENT));
+                open.reserve(self.room(pack_size + MIN_SEGMENT));
             }
             open.append(segment);
             (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
@@ -484,7 +491,7 @@ impl Stream<'_, '_> {
         self.ids.push(done.id);
         if let Some((codec, raw_len, sealed)) = done.blob {
             self.segment.add(done.id, codec, raw_len, &sealed);
-            if self.segment.len() >= SEGMENT {
+            if self.segment.len() >= self.writer.segment_size() {
                 self.writer.append(&mut self.segment)?;
             }
         }
