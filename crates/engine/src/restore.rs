@@ -127,15 +127,7 @@ pub fn restore(
     }
 
     repo.load_index()?;
-    // Entries in memory, their chunk lists out of it: read back a batch at a time.
-    let mut lists = ChunkLists::new()?;
-    let mut entries = Vec::new();
-    let manifest = repo.load_manifest(&backup.manifest)?;
-    repo.for_each_entry(&backup.manifest, &manifest, &mut |mut entry| {
-        let list = lists.push(&std::mem::take(&mut entry.chunks))?;
-        entries.push((entry, list));
-        Ok(())
-    })?;
+    let Listed { entries, lists } = Listed::read(repo, &backup)?;
     let mut files: Vec<FileToRestore> = Vec::new();
     let mut dirs = Vec::new();
     let mut links = Vec::new();
@@ -206,20 +198,26 @@ pub fn restore(
             .chain(links.iter().cloned())
             .collect();
         let mut stats = delta::DeltaStats::default();
-        for (batch, channels) in
-            batches(&lists, &rest, options.channels.max(1)).chain(batches(&lists, &control, 1))
-        {
-            stats.add(delta::restore(repo, &batch?, channels, progress)?);
+        for (files, channels) in [(&rest, options.channels.max(1)), (&control, 1)] {
+            for batch in batches(files, |(.., list)| list.len()) {
+                let targets = batch
+                    .iter()
+                    .map(|(path, entry, list)| Ok((path.clone(), lists.filled(entry, *list)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                stats.add(delta::restore(repo, &targets, channels, progress)?);
+            }
         }
         for root in std::iter::once(options.target.clone()).chain(places.other_roots()) {
             stats.files_removed += delta::remove_extra(&root, &kept)?;
         }
         (stats.bytes_restored, Some(stats))
     } else {
+        let filled = |batch: &[&FileToRestore]| -> Result<Vec<FileEntry>> {
+            batch.iter().map(|(_, entry, list)| Ok(lists.filled(entry, *list)?)).collect()
+        };
         let mut bytes = 0;
-        for (batch, channels) in batches(&lists, &rest, options.channels.max(1)) {
-            let entries: Vec<FileEntry> = batch?.into_iter().map(|(_, e)| e).collect();
-            bytes += repo.write_files(&entries, channels, create, finish, advance)?;
+        for batch in batches(&rest, |(.., list)| list.len()) {
+            bytes += repo.write_files(&filled(batch)?, options.channels.max(1), create, finish, advance)?;
         }
         // Everything on disk before pg_control is: a restore cut short never looks startable.
         // Flushing is waiting on the disk, not work: many at once, after the copy.
@@ -233,9 +231,8 @@ pub fn restore(
             finish(entry, file)?;
             file.sync_all().map_err(|e| cairn_repo::RepoError::io(format!("flushing {}", entry.path), e))
         };
-        for (batch, _) in batches(&lists, &control, 1) {
-            let entries: Vec<FileEntry> = batch?.into_iter().map(|(_, e)| e).collect();
-            bytes += repo.write_files(&entries, 1, create, control_sync, advance)?;
+        for batch in batches(&control, |(.., list)| list.len()) {
+            bytes += repo.write_files(&filled(batch)?, 1, create, control_sync, advance)?;
         }
         (bytes, None)
     };
@@ -270,45 +267,50 @@ pub fn restore(
 /// A file to restore: where it goes, its entry (without chunks), and its chunk list.
 type FileToRestore = (PathBuf, FileEntry, ListRef);
 
-/// Chunks whose lists a restore holds in memory at once: 32 MiB of ids, 128 GiB of data in
-/// 128 KiB chunks. A batch's last files limit parallelism a moment, once per batch.
+/// Chunks whose lists a restore or validation holds in memory at once: 32 MiB of ids, 128 GiB
+/// of data in 128 KiB chunks. A batch's last files limit parallelism a moment, once per batch.
 const BATCH_CHUNKS: usize = 1 << 20;
 
-/// `files` a batch at a time, each with its chunk list read back, and the channels to restore
-/// them with.
-fn batches<'a>(
-    lists: &'a ChunkLists,
-    files: &'a [&'a FileToRestore],
-    channels: usize,
-) -> impl Iterator<Item = (Result<Vec<(PathBuf, FileEntry)>>, usize)> + 'a {
-    batches_of(lists, files, channels, BATCH_CHUNKS)
+/// A backup's entries, in order, each without its chunk list, which waits in `lists`.
+pub(crate) struct Listed {
+    pub entries: Vec<(FileEntry, ListRef)>,
+    pub lists: ChunkLists,
 }
 
-fn batches_of<'a>(
-    lists: &'a ChunkLists,
-    files: &'a [&'a FileToRestore],
-    channels: usize,
-    max_chunks: usize,
-) -> impl Iterator<Item = (Result<Vec<(PathBuf, FileEntry)>>, usize)> + 'a {
-    let mut rest = files;
+impl Listed {
+    /// The repository's index must be loaded.
+    pub fn read(repo: &Repository, backup: &BackupInfo) -> Result<Listed> {
+        let mut lists = ChunkLists::new()?;
+        let mut entries = Vec::new();
+        let manifest = repo.load_manifest(&backup.manifest)?;
+        repo.for_each_entry(&backup.manifest, &manifest, &mut |mut entry| {
+            let list = lists.push(&std::mem::take(&mut entry.chunks))?;
+            entries.push((entry, list));
+            Ok(())
+        })?;
+        Ok(Listed { entries, lists })
+    }
+}
+
+/// `items` in consecutive batches of about [`BATCH_CHUNKS`] chunks (at least one item each).
+pub(crate) fn batches<T>(items: &[T], chunks: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
+    batches_of(items, chunks, BATCH_CHUNKS)
+}
+
+fn batches_of<T>(items: &[T], chunks: impl Fn(&T) -> usize, max_chunks: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let (mut end, mut chunks) = (0, 0);
-        while end < rest.len() && (end == 0 || chunks < max_chunks) {
-            chunks += rest[end].2.len();
+        let (mut end, mut held) = (0, 0);
+        while end < rest.len() && (end == 0 || held < max_chunks) {
+            held += chunks(&rest[end]);
             end += 1;
         }
         let (batch, after) = rest.split_at(end);
         rest = after;
-        let filled = batch
-            .iter()
-            .map(|(path, entry, list)| {
-                Ok((path.clone(), FileEntry { chunks: lists.get(*list)?, ..entry.clone() }))
-            })
-            .collect();
-        Some((filled, channels))
+        Some(batch)
     })
 }
 
@@ -474,32 +476,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_hold_every_file_once_in_order_with_its_chunks() {
+    fn batches_hold_every_item_once_in_order() {
+        let chunks = [0, 3, 6, 9, 12, 15, 18, 25];
+        let batches: Vec<&[usize]> = batches_of(&chunks, |n| *n, 10).collect();
+        // 0+3+6+9 reach 10 only with the fourth; a batch holds one item at least.
+        assert_eq!(batches, vec![&[0, 3, 6, 9][..], &[12], &[15], &[18], &[25]]);
+        assert_eq!(batches_of(&[] as &[usize], |n| *n, 10).count(), 0);
+    }
+
+    #[test]
+    fn listed_entries_get_their_chunks_back() {
         let mut lists = ChunkLists::new().unwrap();
-        let files: Vec<FileToRestore> = (0..7u32)
-            .map(|i| {
-                let chunks: Vec<cairn_repo::ChunkId> = (0..i * 3)
-                    .map(|c| cairn_repo::Id::of_object(&[i.to_le_bytes(), c.to_le_bytes()].concat()))
-                    .collect();
-                let entry = FileEntry::file(format!("f{i}"), 0o600, 0, 0, Vec::new());
-                (PathBuf::from(format!("/x/f{i}")), entry, lists.push(&chunks).unwrap())
-            })
-            .collect();
-        let refs: Vec<&FileToRestore> = files.iter().collect();
-        let batches: Vec<Vec<(PathBuf, FileEntry)>> = batches_of(&lists, &refs, 2, 10)
-            .map(|(batch, channels)| {
-                assert_eq!(channels, 2);
-                batch.unwrap()
-            })
-            .collect();
-        // 0+3+6+9 chunks reach 10 only with the fourth file; then 12, then 15+18.
-        let sizes: Vec<Vec<usize>> =
-            batches.iter().map(|b| b.iter().map(|(_, e)| e.chunks.len()).collect()).collect();
-        assert_eq!(sizes, vec![vec![0, 3, 6, 9], vec![12], vec![15], vec![18]]);
-        let flat: Vec<&(PathBuf, FileEntry)> = batches.iter().flatten().collect();
-        for ((path, entry), (want_path, want, list)) in flat.into_iter().zip(&files) {
-            assert_eq!((path, &entry.path), (want_path, &want.path));
-            assert_eq!(entry.chunks, lists.get(*list).unwrap());
-        }
+        let chunks: Vec<cairn_repo::ChunkId> =
+            (0..5u32).map(|c| cairn_repo::Id::of_object(&c.to_le_bytes())).collect();
+        let entry = FileEntry::file("f", 0o600, 0, 0, Vec::new());
+        let list = lists.push(&chunks).unwrap();
+        assert_eq!(lists.filled(&entry, list).unwrap(), FileEntry { chunks, ..entry });
     }
 }

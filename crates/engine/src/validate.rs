@@ -16,7 +16,7 @@ use cairn_repo::{ChunkId, FileEntry, RepoError, Repository};
 use crate::catalog::{self, BackupInfo, BackupMode, BackupStatus};
 use crate::error::{EngineError, Result};
 use crate::progress::Progress;
-use crate::restore::entries_of;
+use crate::restore::{batches, Listed};
 
 #[derive(Debug, Clone, Default)]
 pub struct ValidateOptions {
@@ -201,14 +201,21 @@ fn validate_backup(
     let start_lsn = backup.record.start_lsn.unwrap_or_default();
     let corrupt = Mutex::new(Vec::new());
     let pages = std::sync::atomic::AtomicU64::new(0);
-    let read = entries_of(repo, backup).and_then(|entries| {
-        progress.begin("validate", entries.iter().map(|e| e.size).sum());
-        let bytes = repo.restore_files(&entries, options.channels.max(1), |entry| {
-            let relation = check_pages && entry.meta.get("relation").is_some_and(|v| v == true);
-            Ok(Checked::new(entry, relation, start_lsn, progress, &corrupt, &pages))
-        })?;
+    let read = Listed::read(repo, backup).and_then(|Listed { entries, lists }| {
+        progress.begin("validate", entries.iter().map(|(e, _)| e.size).sum());
+        let mut bytes = 0;
+        for batch in batches(&entries, |(_, list)| list.len()) {
+            let batch = batch
+                .iter()
+                .map(|(entry, list)| lists.filled(entry, *list))
+                .collect::<Result<Vec<_>, _>>()?;
+            bytes += repo.restore_files(&batch, options.channels.max(1), |entry| {
+                let relation = check_pages && entry.meta.get("relation").is_some_and(|v| v == true);
+                Ok(Checked::new(entry, relation, start_lsn, progress, &corrupt, &pages))
+            })?;
+        }
         progress.end();
-        Ok((entries, bytes))
+        Ok((entries.len(), bytes))
     });
     let mut unreadable = |e: String| {
         // Which of its chunks are damaged: other backups naming them are damaged too.
@@ -243,7 +250,7 @@ fn validate_backup(
             Ok(_) => EngineError::CorruptPages(format!("backup {}: {reason}", backup.record.id)),
         });
     }
-    let (entries, bytes) = read?;
+    let (files, bytes) = read?;
     let mut status = backup.record.status;
     // Read back whole: OK (a backup once marked CORRUPT by a passing failure recovers, an
     // ORPHAN gets its own verdict). A MERGING one stays so until its merge finishes.
@@ -253,7 +260,7 @@ fn validate_backup(
     }
     Ok(ValidateSummary {
         backup_id: backup.record.id.clone(),
-        files: entries.len() as u64,
+        files: files as u64,
         bytes,
         pages: pages.into_inner(),
         seconds: started.elapsed().as_secs_f64(),

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use crate::error::{RepoError, Result};
 use crate::id::{ChunkId, Id};
+use crate::manifest::FileEntry;
 
 /// Chunk lists in an unnamed temporary file (gone when the process ends, however it ends).
 #[derive(Debug)]
@@ -43,6 +44,11 @@ impl ChunkLists {
         let list = ListRef { at: self.len, count: chunks.len() };
         self.len += bytes.len() as u64;
         Ok(list)
+    }
+
+    /// `entry` (kept without its chunks) with its chunk list `list` back.
+    pub fn filled(&self, entry: &FileEntry, list: ListRef) -> Result<FileEntry> {
+        Ok(FileEntry { chunks: self.get(list)?, ..entry.clone() })
     }
 
     pub fn get(&self, list: ListRef) -> Result<Vec<ChunkId>> {
