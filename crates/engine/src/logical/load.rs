@@ -3,6 +3,7 @@
 //! another cluster; time ranges with COPY. Everything that would be replaced is found before
 //! anything changes, and refused unless `clean`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use cairn_repo::{FileEntry, RepoError, Repository};
+use cairn_repo::{ChunkId, ChunkLists, FileEntry, ListRef, RepoError, Repository};
 
 use super::range::{self, Stored};
 use super::toc::{self, Chosen, TableName};
@@ -24,6 +25,7 @@ use crate::connect::connect;
 use crate::error::{EngineError, Result};
 use crate::instance::{self, Connection};
 use crate::progress::{Counting, Progress, Silent};
+use crate::restore::{batches, Listed};
 
 #[derive(Debug, Clone, Default)]
 pub struct LogicalRestoreOptions {
@@ -143,7 +145,14 @@ pub fn restore(
     let databases = databases(&backup, &scope, options)?;
     let _lock = cairn_repo::lock::LockGuard::acquire(repo.storage().clone(), false)?;
     repo.load_index()?;
-    let entries = crate::restore::entries_of(repo, &backup)?;
+    let Listed { entries: listed, lists } = Listed::read(repo, &backup)?;
+    let mut refs = HashMap::new();
+    let mut entries = Vec::new();
+    for (entry, list) in listed {
+        refs.insert(entry.path.clone(), list);
+        entries.push(entry);
+    }
+    let chunks = Chunks { lists, refs };
     let (_, config) = instance::find(repo, &options.instance)?;
     let connection = config.connection.overridden_by(&options.target);
     let mut admin = connect(&connection)?;
@@ -186,6 +195,7 @@ pub fn restore(
         options,
         scope: &scope,
         entries: &entries,
+        chunks: &chunks,
         connection: &connection,
         scratch: scratch.path(),
         restorer: restorer.as_ref(),
@@ -282,12 +292,33 @@ fn databases(
     Ok(databases)
 }
 
+/// The chunk lists of a backup's entries, out of memory: a dump of terabytes names millions.
+struct Chunks {
+    lists: ChunkLists,
+    refs: HashMap<String, ListRef>,
+}
+
+impl Chunks {
+    fn list(&self, entry: &FileEntry) -> cairn_repo::Result<ListRef> {
+        self.refs
+            .get(&entry.path)
+            .copied()
+            .ok_or_else(|| RepoError::Invalid(format!("no chunk list for {}", entry.path)))
+    }
+
+    fn of(&self, entry: &FileEntry) -> cairn_repo::Result<Vec<ChunkId>> {
+        self.lists.get(self.list(entry)?)
+    }
+}
+
 /// One restore's doing.
 struct Loader<'a> {
     repo: &'a Repository,
     options: &'a LogicalRestoreOptions,
     scope: &'a LogicalScope,
+    /// The backup's entries, without their chunk lists: those are in `chunks`.
     entries: &'a [FileEntry],
+    chunks: &'a Chunks,
     connection: &'a Connection,
     scratch: &'a Path,
     restorer: Option<&'a Tool>,
@@ -452,7 +483,7 @@ impl Loader<'_> {
             Work::Ranges(stored) => {
                 let range = self.scope.time_range.as_ref().ok_or_else(|| no_range(&plan.database))?;
                 let rows = range::load(
-                    self.repo,
+                    &|entry, out| self.repo.restore_file(&self.chunks.of(entry)?, out),
                     self.connection,
                     &plan.into,
                     stored,
@@ -590,7 +621,7 @@ impl Loader<'_> {
         let fed = match running.child.stdin.take() {
             Some(stdin) => {
                 let mut out = Counting { inner: stdin, progress };
-                self.repo.restore_file(&entry.chunks, &mut out).map(|_| ())
+                self.chunks.of(entry).and_then(|chunks| self.repo.restore_file(&chunks, &mut out)).map(|_| ())
             }
             None => Ok(()),
         };
@@ -619,17 +650,20 @@ impl Loader<'_> {
             return Err(missing(database));
         }
         let jobs = self.options.jobs.max(1);
-        self.repo.restore_files(
-            &dump_files.iter().map(|e| (*e).clone()).collect::<Vec<_>>(),
-            jobs,
-            |entry| {
+        let sizes = |e: &&FileEntry| self.chunks.list(e).map_or(0, |l| l.len());
+        for batch in batches(&dump_files, sizes) {
+            let filled = batch
+                .iter()
+                .map(|e| Ok(FileEntry { chunks: self.chunks.of(e)?, ..(*e).clone() }))
+                .collect::<cairn_repo::Result<Vec<_>>>()?;
+            self.repo.restore_files(&filled, jobs, |entry| {
                 let name = entry.path.strip_prefix(&prefix).unwrap_or(&entry.path);
                 let path = dir.join(name);
                 let file = File::create(&path)
                     .map_err(|e| RepoError::io(format!("creating {}", path.display()), e))?;
                 Ok(Counting { inner: file, progress: self.progress })
-            },
-        )?;
+            })?;
+        }
         Ok(dir)
     }
 
@@ -642,7 +676,10 @@ impl Loader<'_> {
             return Ok(Vec::new());
         };
         let mut sql = Vec::new();
-        self.repo.restore_file(&entry.chunks, &mut Counting { inner: &mut sql, progress: self.progress })?;
+        self.repo.restore_file(
+            &self.chunks.of(entry)?,
+            &mut Counting { inner: &mut sql, progress: self.progress },
+        )?;
         let mut sql = String::from_utf8_lossy(&sql).into_owned();
         let mut warnings = Vec::new();
         if !self.options.clean {

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 
 use postgres::{IsolationLevel, Transaction};
 
-use cairn_repo::{ChunkerKind, FileEntry, Repository};
+use cairn_repo::{ChunkerKind, FileEntry};
 
 use super::dump::{Done, Dump};
 use super::{component, database_dir, TimeRange};
@@ -191,7 +191,8 @@ impl Stored {
 /// Loads the ranges into their tables in one transaction: each table must exist; rows
 /// already in its range are refused, or with `clean` deleted first. Returns the rows loaded.
 pub(super) fn load(
-    repo: &Repository,
+    // Writes a stored file's content.
+    content: &dyn Fn(&FileEntry, &mut dyn io::Write) -> cairn_repo::Result<u64>,
     connection: &Connection,
     database: &str,
     stored: &[Stored],
@@ -228,7 +229,7 @@ pub(super) fn load(
             super::quote_ident(&s.table)
         );
         let mut writer = tx.copy_in(&sql).map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
-        repo.restore_file(&s.entry.chunks, &mut writer)?;
+        content(&s.entry, &mut writer)?;
         rows += writer.finish().map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
         progress.advance(s.entry.size);
     }
