@@ -525,6 +525,7 @@ impl Repository {
     fn for_each_chunk(&self, chunks: &[ChunkId], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         const MAX_RUN: u64 = 16 << 20;
         let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        let mut run = Vec::new();
         let mut buffers = pack::BlobBuffers::default();
         let mut i = 0;
         while i < locations.len() {
@@ -541,7 +542,7 @@ impl Repository {
                 j += 1;
             }
             let path = layout::path(Kind::Pack, &first.pack);
-            let run = self.storage.get_range(&path, start..end)?;
+            self.storage.get_range_into(&path, start..end, &mut run)?;
             for loc in &locations[i..j] {
                 let b = &loc.blob;
                 let at = (b.offset as u64 - start) as usize;
