@@ -1,7 +1,7 @@
 //! Pack files: many sealed blobs back to back, then a sealed header listing them, then the
 //! header's length. A pack is named by the BLAKE3 hash of all its bytes.
 
-use crate::compression::{decompress, Codec};
+use crate::compression::{decompress_into, Codec};
 use crate::crypto::Crypto;
 use crate::error::{RepoError, Result};
 use crate::id::{ChunkId, Id};
@@ -140,9 +140,40 @@ fn damaged(pack_id: &Id, reason: &str) -> RepoError {
 
 /// Opens one stored blob back into its chunk and checks it against its id.
 pub fn open_blob(crypto: &Crypto, entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
-    let plain = crypto.open(stored).map_err(|e| e.to_string())?;
-    let chunk = decompress(entry.codec, &plain, entry.raw_len as usize)?;
-    if crypto.chunk_id(&chunk) != entry.id {
+    let mut buffers = BlobBuffers::default();
+    open_blob_with(crypto, entry, stored, &mut buffers)?;
+    Ok(match entry.codec {
+        Codec::Raw => buffers.plain,
+        _ => buffers.chunk,
+    })
+}
+
+/// Buffers reused from blob to blob by [`open_blob_with`].
+#[derive(Debug, Default)]
+pub struct BlobBuffers {
+    plain: Vec<u8>,
+    chunk: Vec<u8>,
+}
+
+/// [`open_blob`] into reusable buffers (a restore opens one blob per chunk): the chunk,
+/// authenticated and checked against its id, valid until the next call.
+pub fn open_blob_with<'a>(
+    crypto: &Crypto,
+    entry: &BlobEntry,
+    stored: &[u8],
+    buffers: &'a mut BlobBuffers,
+) -> Result<&'a [u8], String> {
+    crypto.open_into(stored, &mut buffers.plain).map_err(|e| e.to_string())?;
+    let raw_len = entry.raw_len as usize;
+    let chunk = match entry.codec {
+        Codec::Raw if buffers.plain.len() == raw_len => &buffers.plain,
+        Codec::Raw => return Err(format!("stored raw as {} bytes, expected {raw_len}", buffers.plain.len())),
+        codec => {
+            decompress_into(codec, &buffers.plain, raw_len, &mut buffers.chunk)?;
+            &buffers.chunk
+        }
+    };
+    if crypto.chunk_id(chunk) != entry.id {
         return Err("content does not match the chunk id".into());
     }
     Ok(chunk)

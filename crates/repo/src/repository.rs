@@ -522,6 +522,8 @@ impl Repository {
     fn for_each_chunk(&self, chunks: &[ChunkId], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         const MAX_RUN: u64 = 16 << 20;
         let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        let mut run = Vec::new();
+        let mut buffers = pack::BlobBuffers::default();
         let mut i = 0;
         while i < locations.len() {
             let first = &locations[i];
@@ -537,14 +539,16 @@ impl Repository {
                 j += 1;
             }
             let path = layout::path(Kind::Pack, &first.pack);
-            let run = self.storage.get_range(&path, start..end)?;
+            self.storage.get_range_into(&path, start..end, &mut run)?;
             for loc in &locations[i..j] {
                 let b = &loc.blob;
                 let at = (b.offset as u64 - start) as usize;
-                let chunk = pack::open_blob(&self.crypto, b, &run[at..at + b.stored_len as usize]).map_err(
-                    |reason| RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason),
-                )?;
-                each(&chunk)?;
+                let stored = &run[at..at + b.stored_len as usize];
+                let chunk =
+                    pack::open_blob_with(&self.crypto, b, stored, &mut buffers).map_err(|reason| {
+                        RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason)
+                    })?;
+                each(chunk)?;
             }
             i = j;
         }

@@ -109,6 +109,17 @@ pub fn get_range(s: &dyn Storage, base: &str) {
         let err = expect_err(s.get_range(&path, range.clone()), &format!("get_range {range:?} past the end"));
         assert!(!err.is_not_found(), "get_range {range:?} past the end must not be NotFound: {err}");
     }
+    // Into one reused buffer, larger and smaller ranges in turn.
+    let mut buf = Vec::new();
+    for range in [0..1000, 100..200, 10..10, 900..1000, 0..1] {
+        ok(s.get_range_into(&path, range.clone(), &mut buf), &format!("get_range_into {range:?}"));
+        assert_eq!(buf, data.slice(range.start as usize..range.end as usize), "get_range_into {range:?}");
+    }
+    let err = expect_err(s.get_range_into(&path, 900..1001, &mut buf), "get_range_into past the end");
+    assert!(!err.is_not_found() && buf.is_empty(), "get_range_into past the end: {err}, {} bytes", buf.len());
+    let err =
+        expect_err(s.get_range_into(&format!("{path}-absent"), 0..1, &mut buf), "get_range_into absent");
+    assert!(err.is_not_found(), "get_range_into of an absent object: {err}");
 }
 
 /// Listing is recursive, filters by string prefix, returns root-relative paths and sizes.

@@ -72,6 +72,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn get(&self, path: &str) -> Result<Bytes, StorageError>;
     /// Bytes `range` of the object; a range past the end is an error.
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
+    /// [`get_range`](Self::get_range) into `buf`, replacing its content: a caller reading
+    /// range after range (a restore) reuses one allocation. On error `buf` holds nothing
+    /// of the object.
+    fn get_range_into(&self, path: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<(), StorageError> {
+        buf.clear();
+        buf.extend_from_slice(&self.get_range(path, range)?);
+        Ok(())
+    }
     /// Size of the object; [`ErrorKind::NotFound`] if absent.
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError>;
     /// Every object whose path starts with `prefix` (recursively), streamed, in no set order.

@@ -4,6 +4,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,6 +53,29 @@ pub(crate) fn put(root: &Path, rel: &str, data: &[u8], mode: PutMode) -> io::Res
     }
     sync_dir(&parent)
     // `temp` drops here: removes the temp name left behind by `hard_link`.
+}
+
+/// Bytes `range` of `root/rel` into `buf` (its content replaced), with one positional read
+/// on the calling thread. A range past the end is [`io::ErrorKind::UnexpectedEof`]; a
+/// directory is not found.
+pub(crate) fn read_range(root: &Path, rel: &str, range: Range<u64>, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let file = File::open(root.join(rel))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    if range.end > meta.len() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let len = usize::try_from(range.end.saturating_sub(range.start)).map_err(io::Error::other)?;
+    // A reused buffer of this size is overwritten, not zeroed again.
+    buf.resize(len, 0);
+    let read = file.read_exact_at(buf, range.start);
+    if read.is_err() {
+        buf.clear();
+    }
+    read
 }
 
 /// Removes `root/rel`; an absent object (or absent root) is not an error.

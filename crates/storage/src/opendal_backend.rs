@@ -2,7 +2,7 @@
 //! private tokio runtime so callers stay synchronous.
 
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -57,7 +57,8 @@ const S3_PART_SIZE: usize = 8 * 1024 * 1024;
 /// * **`list`** streams (S3 pages of 1000 keys, directory by directory locally), recurses,
 ///   returns paths relative to the root, and only objects (never directories or temp files).
 ///   Paths are matched against the prefix as strings: `data/a` matches `data/ab/..`.
-/// * **`get_range`** fails if the range reaches past the end of the object.
+/// * **`get_range`** fails if the range reaches past the end of the object. Locally, ranges
+///   are read directly (one `pread(2)` on the calling thread), not through OpenDAL.
 /// * **Missing local root.** Opening a directory that does not exist succeeds and creates
 ///   nothing: reads find nothing, listing is empty. The first `put` creates it.
 ///
@@ -265,6 +266,40 @@ impl OpendalStorage {
         }
     }
 
+    /// A range of a local object, read on the calling thread into the caller's buffer:
+    /// through OpenDAL each read is handed to a blocking task and comes back in a fresh
+    /// zeroed buffer, which profiling found to be a tenth of a restore's CPU time (mostly
+    /// faulting in the new pages).
+    fn read_local(
+        &self,
+        root: &Path,
+        path: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        local_fs::read_range(root, path, range.clone(), buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                let size = std::fs::metadata(root.join(path)).ok().map(|m| m.len());
+                self.past_end(path, &range, size)
+            }
+            _ => self.target.io_error(Op::GetRange, path, &e),
+        })
+    }
+
+    fn check_range(&self, path: &str, range: &Range<u64>) -> Result<(), StorageError> {
+        if range.start > range.end {
+            let detail = format!("invalid range {}..{}", range.start, range.end);
+            return Err(self.target.other(Op::GetRange, path, &detail));
+        }
+        Ok(())
+    }
+
+    fn past_end(&self, path: &str, range: &Range<u64>, size: Option<u64>) -> StorageError {
+        let size = size.map(|s| format!(" (size {s})")).unwrap_or_default();
+        let detail = format!("range {}..{} reaches past the end of the object{size}", range.start, range.end);
+        self.target.other(Op::GetRange, path, &detail)
+    }
+
     fn validate(&self, op: Op, path: &str) -> Result<(), StorageError> {
         let valid = !path.is_empty()
             && !path.starts_with('/')
@@ -349,44 +384,55 @@ impl Storage for OpendalStorage {
 
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         self.validate(Op::GetRange, path)?;
-        if range.start > range.end {
-            let detail = format!("invalid range {}..{}", range.start, range.end);
-            return Err(self.target.other(Op::GetRange, path, &detail));
+        self.check_range(path, &range)?;
+        if let Backend::Local { root, .. } = &self.backend {
+            let mut buf = Vec::new();
+            self.read_local(root, path, range, &mut buf)?;
+            return Ok(Bytes::from(buf));
         }
-        let past_end = |size: Option<u64>| {
-            let size = size.map(|s| format!(" (size {s})")).unwrap_or_default();
-            let detail =
-                format!("range {}..{} reaches past the end of the object{size}", range.start, range.end);
-            self.target.other(Op::GetRange, path, &detail)
-        };
         if range.is_empty() {
             // Nothing to read, but the object must exist and the range must be inside it.
             let meta = self.stat(path)?;
-            return if range.start <= meta.size { Ok(Bytes::new()) } else { Err(past_end(Some(meta.size))) };
+            return match range.start <= meta.size {
+                true => Ok(Bytes::new()),
+                false => Err(self.past_end(path, &range, Some(meta.size))),
+            };
         }
         let Some(op) = self.op()? else {
             return Err(self.target.not_found(path));
         };
         let wanted = range.end - range.start;
+        let size = || self.stat(path).ok().map(|m| m.size);
         match self.block_on(op.read_with(path).range(range.clone())) {
             Ok(buf) if buf.len() as u64 == wanted => Ok(buf.to_bytes()),
-            Ok(_) => Err(past_end(self.stat(path).ok().map(|m| m.size))),
+            Ok(_) => Err(self.past_end(path, &range, size())),
             Err(e) if e.kind() == opendal::ErrorKind::RangeNotSatisfied => {
-                Err(past_end(self.stat(path).ok().map(|m| m.size)))
+                Err(self.past_end(path, &range, size()))
             }
             Err(e) => {
                 let err = self.target.opendal_error(Op::GetRange, path, &e);
                 // OpenDAL reports a short body on a bounded read as an error of its own.
                 if err.kind == ErrorKind::Other {
-                    if let Ok(meta) = self.stat(path) {
-                        if range.end > meta.size {
-                            return Err(past_end(Some(meta.size)));
+                    if let Some(size) = size() {
+                        if range.end > size {
+                            return Err(self.past_end(path, &range, Some(size)));
                         }
                     }
                 }
                 Err(err)
             }
         }
+    }
+
+    fn get_range_into(&self, path: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<(), StorageError> {
+        let Backend::Local { root, .. } = &self.backend else {
+            buf.clear();
+            buf.extend_from_slice(&self.get_range(path, range)?);
+            return Ok(());
+        };
+        self.validate(Op::GetRange, path)?;
+        self.check_range(path, &range)?;
+        self.read_local(root, path, range, buf)
     }
 
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError> {
