@@ -215,25 +215,18 @@ pub fn restore(
         let filled = |batch: &[&FileToRestore]| -> Result<Vec<FileEntry>> {
             batch.iter().map(|(_, entry, list)| Ok(lists.filled(entry, *list)?)).collect()
         };
+        let mut bytes = 0;
+        for batch in batches(&rest, |(.., list)| list.len()) {
+            bytes += repo.write_files(&filled(batch)?, options.channels.max(1), create, finish, advance)?;
+        }
         // Everything on disk before pg_control is: a restore cut short never looks startable.
-        let mut bytes = write_flushing(|finish_and_flush| {
-            let (finish, paths) = (&finish, &paths);
-            let flush_when_whole = move |entry: &FileEntry, file: &File| {
-                finish(entry, file)?;
-                finish_and_flush(paths[entry.path.as_str()]);
-                Ok(())
-            };
-            let mut bytes = 0;
-            for batch in batches(&rest, |(.., list)| list.len()) {
-                bytes += repo.write_files(
-                    &filled(batch)?,
-                    options.channels.max(1),
-                    create,
-                    flush_when_whole,
-                    advance,
-                )?;
-            }
-            Ok(bytes)
+        // Flushing is waiting on the disk, not work: many at once, after the copy. (Flushing
+        // each file as soon as it was whole measured no faster.)
+        let written: Vec<&Path> = rest.iter().map(|(p, ..)| p.as_path()).collect();
+        cairn_repo::parallel_map(&written, 16, |path| {
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| EngineError::io(format!("flushing {}", path.display()), e))
         })?;
         let control_sync = |entry: &FileEntry, file: &File| {
             finish(entry, file)?;
@@ -319,39 +312,6 @@ fn batches_of<T>(items: &[T], chunks: impl Fn(&T) -> usize, max_chunks: usize) -
         let (batch, after) = rest.split_at(end);
         rest = after;
         Some(batch)
-    })
-}
-
-/// Runs `write`, which hands each file it has written whole to the function it is given, and
-/// flushes those files to disk meanwhile, many at once on threads of their own: flushing is
-/// waiting on the disk, not work, and the disk then writes while the rest is still being
-/// decompressed instead of all at the end. Returns once every file is also flushed.
-fn write_flushing<'p, T>(write: impl FnOnce(&(dyn Fn(&'p Path) + Sync)) -> Result<T>) -> Result<T> {
-    const FLUSHERS: usize = 16;
-    let (whole, queue) = std::sync::mpsc::channel::<&'p Path>();
-    let queue = std::sync::Mutex::new(queue);
-    std::thread::scope(|s| {
-        let flushers: Vec<_> = (0..FLUSHERS)
-            .map(|_| {
-                s.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(path) = next else { return Ok(()) };
-                    File::open(path)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| EngineError::io(format!("flushing {}", path.display()), e))?;
-                })
-            })
-            .collect();
-        // The flushers outlive the writing: a send cannot fail.
-        let written = write(&|path| {
-            let _ = whole.send(path);
-        });
-        drop(whole);
-        let flushed = flushers
-            .into_iter()
-            .try_for_each(|f| f.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        let written = written?;
-        flushed.map(|()| written)
     })
 }
 
