@@ -98,13 +98,12 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut indexed: HashSet<Id> = HashSet::new();
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
     let mut pack_problems = Vec::new();
-    for batch in list_ids(storage, Kind::Index)?.chunks(16) {
-        let objects = parallel_map(batch, 8, |id| Ok::<_, RepoError>((*id, repo.read_index_object(id))))?;
+    for batch in repo.read_index_batches(&list_ids(storage, Kind::Index)?) {
         let mut packs: Vec<(Id, Vec<BlobEntry>)> = Vec::new();
-        for (id, object) in objects {
+        for (id, object) in batch? {
             report.index_objects += 1;
             match object {
-                Ok((_, list)) => packs.extend(list.into_iter().filter(|(pack, _)| indexed.insert(*pack))),
+                Ok(list) => packs.extend(list.into_iter().filter(|(pack, _)| indexed.insert(*pack))),
                 Err(e) => {
                     CheckReport::problem(&mut report.errors, layout::path(Kind::Index, &id), e.to_string())
                 }

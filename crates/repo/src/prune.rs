@@ -12,7 +12,7 @@ use crate::index::{ChunkSet, PackBlobs};
 use crate::layout::{self, Kind};
 use crate::lock::LockGuard;
 use crate::pack::PackBuilder;
-use crate::repository::{list_ids, parallel_map, put_immutable, Repository};
+use crate::repository::{list_ids, put_immutable, Repository};
 
 /// Blobs per index object that prune writes.
 const BLOBS_PER_INDEX: usize = 100_000;
@@ -68,9 +68,9 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary> 
     let mut builder = PackBuilder::default();
     let mut delete: Vec<Id> = Vec::new();
     let mut bytes_after = 0u64;
-    for batch in old_index.chunks(16) {
-        for (_, list) in parallel_map(batch, 8, |id| repo.read_index_object(id))? {
-            for (pack, blobs) in list {
+    for batch in repo.read_index_batches(&old_index) {
+        for (_, list) in batch? {
+            for (pack, blobs) in list? {
                 let Some(&size) = sizes.get(&pack) else { continue }; // missing: caught below
                 if !seen.insert(pack) {
                     continue;

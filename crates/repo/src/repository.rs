@@ -232,9 +232,9 @@ impl Repository {
     /// few at a time: memory holds a handful of index objects, whatever their number.
     pub fn load_index(&self) -> Result<()> {
         let mut index = Index::default();
-        for batch in list_ids(self.storage.as_ref(), Kind::Index)?.chunks(16) {
-            for (_, packs) in parallel_map(batch, 8, |id| self.read_index_object(id))? {
-                for (pack, blobs) in &packs {
+        for batch in self.read_index_batches(&list_ids(self.storage.as_ref(), Kind::Index)?) {
+            for (_, object) in batch? {
+                for (pack, blobs) in &object? {
                     index.add_pack(*pack, blobs)?;
                 }
             }
@@ -246,6 +246,18 @@ impl Repository {
 
     pub fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The index objects `ids`, a batch at a time (memory holds one batch, whatever their
+    /// number), each batch fetched a few at once (object storage is slow per request), each
+    /// object with what reading it gave.
+    pub(crate) fn read_index_batches<'a>(
+        &'a self,
+        ids: &'a [Id],
+    ) -> impl Iterator<Item = Result<Vec<(Id, Result<Vec<PackBlobs>>)>>> + 'a {
+        ids.chunks(16).map(|batch| {
+            parallel_map(batch, 8, |id| Ok::<_, RepoError>((*id, self.read_index_object(id).map(|(_, p)| p))))
+        })
     }
 
     pub(crate) fn read_index_object(&self, id: &Id) -> Result<(Id, Vec<PackBlobs>)> {
