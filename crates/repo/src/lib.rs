@@ -20,6 +20,7 @@ mod object;
 pub mod pack;
 pub mod prune;
 mod repository;
+mod write_files;
 pub mod writer;
 
 pub use check::{check, CheckOptions, CheckReport, Problem};

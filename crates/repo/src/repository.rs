@@ -439,99 +439,14 @@ impl Repository {
     }
 }
 
-/// Restoring files in pieces, many at once: each piece a run of chunks written at its place.
 impl Repository {
-    /// Writes the content of `entries` into files, splitting large files into pieces of about
-    /// 16 MiB restored in parallel on `channels` threads (positional writes), so one large
-    /// file does not leave the other threads idle. `create` makes an entry's file (called once,
-    /// by the first piece to start); `finish` is called once its last piece is written. Files
-    /// are taken in order, so few are open at a time. Returns the bytes written.
-    pub fn write_files(
-        &self,
-        entries: &[FileEntry],
-        channels: usize,
-        create: impl Fn(&FileEntry) -> Result<std::fs::File> + Sync,
-        finish: impl Fn(&FileEntry, &std::fs::File) -> Result<()> + Sync,
-        written: impl Fn(u64) + Sync,
-    ) -> Result<u64> {
-        const PIECE: u64 = 16 << 20;
-        struct Piece {
-            file: usize,
-            chunks: std::ops::Range<usize>,
-            offset: u64,
-        }
-        struct Open {
-            file: Option<std::sync::Arc<std::fs::File>>,
-            pieces_left: usize,
-        }
-        let mut pieces = Vec::new();
-        let mut state = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            let mut start = 0;
-            let mut offset = 0u64;
-            let mut size = 0u64;
-            let mut count = 0;
-            for (j, chunk) in entry.chunks.iter().enumerate() {
-                size += u64::from(self.locate(chunk)?.blob.raw_len);
-                if size >= PIECE || j + 1 == entry.chunks.len() {
-                    pieces.push(Piece { file: i, chunks: start..j + 1, offset });
-                    offset += size;
-                    start = j + 1;
-                    size = 0;
-                    count += 1;
-                }
-            }
-            if entry.chunks.is_empty() {
-                pieces.push(Piece { file: i, chunks: 0..0, offset: 0 });
-                count = 1;
-            }
-            if offset != entry.size {
-                return Err(RepoError::damaged(
-                    "manifest",
-                    entry.path.clone(),
-                    format!("its chunks hold {offset} bytes, the entry says {}", entry.size),
-                ));
-            }
-            state.push(std::sync::Mutex::new(Open { file: None, pieces_left: count }));
-        }
-        let lock = |i: usize| state[i].lock().unwrap_or_else(|e| e.into_inner());
-        let done = parallel_map(&pieces, channels, |piece| {
-            let entry = &entries[piece.file];
-            let file = {
-                let mut open = lock(piece.file);
-                match &open.file {
-                    Some(f) => f.clone(),
-                    None => {
-                        let f = std::sync::Arc::new(create(entry)?);
-                        open.file = Some(f.clone());
-                        f
-                    }
-                }
-            };
-            let mut at = piece.offset;
-            self.for_each_chunk(&entry.chunks[piece.chunks.clone()], &mut |data| {
-                std::os::unix::fs::FileExt::write_all_at(file.as_ref(), data, at)
-                    .map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
-                at += data.len() as u64;
-                written(data.len() as u64);
-                Ok(())
-            })?;
-            let last = {
-                let mut open = lock(piece.file);
-                open.pieces_left -= 1;
-                (open.pieces_left == 0).then(|| open.file.take()).flatten()
-            };
-            if let Some(file) = last {
-                finish(entry, &file)?;
-            }
-            Ok::<_, RepoError>(at - piece.offset)
-        })?;
-        Ok(done.iter().sum())
-    }
-
     /// Calls `each` with the content of `chunks`, in order; neighbouring blobs of one pack are
     /// fetched with a single ranged read.
-    fn for_each_chunk(&self, chunks: &[ChunkId], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub(crate) fn for_each_chunk(
+        &self,
+        chunks: &[ChunkId],
+        each: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         const MAX_RUN: u64 = 16 << 20;
         let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
         let mut run = Vec::new();

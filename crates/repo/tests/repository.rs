@@ -175,3 +175,40 @@ fn encrypted_objects_do_not_leak_plaintext() {
         );
     }
 }
+
+#[test]
+fn files_written_in_pieces_come_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(fs_storage(&dir.path().join("repo")), Encryption::Aes256Gcm);
+    // Even-numbered files are cut in fixed chunks, odd ones by content: a large file of each
+    // (several pieces; the content-defined one with pieces off block boundaries), a file just
+    // over the direct-I/O threshold, small and empty files, odd lengths throughout.
+    let files: Vec<StoredFile> = [(40 << 20) + 1234, (20 << 20) + 77, (3 << 20) - 5, 1000, 0, 4096]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| StoredFile { path: format!("f{i}"), data: pagey(n, i as u64) })
+        .collect();
+    let (id, _) = backup(&repo, &files, 2);
+    let entries = restore_entries(&repo, &id);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let finished = std::sync::Mutex::new(Vec::new());
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let bytes = repo
+        .write_files(
+            &entries,
+            3,
+            |e| Ok(std::fs::File::create_new(out.join(&e.path)).unwrap()),
+            |e, _| Ok(finished.lock().unwrap().push(e.path.clone())),
+            |n| _ = counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed),
+        )
+        .unwrap();
+    let total: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    assert_eq!((bytes, counted.into_inner()), (total, total));
+    let mut finished = finished.into_inner().unwrap();
+    finished.sort();
+    assert_eq!(finished, files.iter().map(|f| f.path.clone()).collect::<Vec<_>>());
+    for f in &files {
+        assert!(std::fs::read(out.join(&f.path)).unwrap() == f.data, "{} differs", f.path);
+    }
+}

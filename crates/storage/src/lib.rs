@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub mod conformance;
+pub mod direct;
 mod error_map;
 mod faulty;
 mod local_fs;

@@ -3,7 +3,7 @@
 //! directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -30,8 +30,8 @@ pub(crate) fn put(root: &Path, rel: &str, data: &[u8], mode: PutMode) -> io::Res
     create_dirs_durably(&temp_dir)?;
     create_dirs_durably(&parent)?;
 
-    let (temp, mut file) = create_temp(&temp_dir, &target)?;
-    file.write_all(data)?;
+    let (temp, file) = create_temp(&temp_dir, &target)?;
+    crate::direct::write_new(&file, data)?;
     file.sync_all()?;
     drop(file);
 

@@ -1,0 +1,237 @@
+//! Writing large files past the page cache (direct I/O, `O_DIRECT`).
+//!
+//! A backup writes its packs once and does not read them back; a restore writes a data
+//! directory that the server reads later. Through the page cache both pay a copy into fresh
+//! pages and a writeback that the final fsync waits for, and both evict the database server's
+//! own cached pages. Measured on a 2-CPU VM with ext4 on a virtual disk: 1.5 GiB written in
+//! 1 MiB direct writes took 0.9–1.1 s; through the page cache, then fdatasync, 2.3–5.1 s.
+//!
+//! Direct writes must start at block-aligned offsets, come from aligned memory and cover whole
+//! blocks. A [`DirectWriter`] stages what it is given in an aligned buffer and writes whole
+//! blocks; a last partial block is written padded with zeros and the file cut back to its
+//! length. Where the filesystem cannot write directly (tmpfs before Linux 6.6, some FUSE and
+//! network filesystems), or refuses a write, it writes through the page cache instead.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::OFlags;
+
+/// Alignment of direct writes: offsets, memory and lengths (the largest common logical block
+/// size; a 512-byte device accepts it too).
+pub const BLOCK: u64 = 4096;
+
+/// Files smaller than this are written through the page cache: for them a direct write is a
+/// synchronous round trip and saves nothing.
+pub const MIN_DIRECT: u64 = 1 << 20;
+
+/// Bytes staged before a direct write.
+const STAGING: usize = 1 << 20;
+
+thread_local! {
+    /// One staging buffer per thread, reused from writer to writer.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Turns direct I/O on for `file`; false where its filesystem cannot do it (writes then go
+/// through the page cache). The flag belongs to the open file, so every handle shares it.
+pub fn enable(file: &File) -> bool {
+    rustix::fs::fcntl_getfl(file)
+        .and_then(|flags| rustix::fs::fcntl_setfl(file, flags | OFlags::DIRECT))
+        .is_ok()
+}
+
+/// Writes `data` as the whole content of the new, empty `file`: directly if it is large
+/// enough and the filesystem can, else through the page cache. Does not flush.
+pub fn write_new(file: &File, data: &[u8]) -> io::Result<()> {
+    let direct = data.len() as u64 >= MIN_DIRECT && enable(file);
+    let mut writer = DirectWriter::new(file, 0, direct);
+    writer.write(data)?;
+    writer.finish()
+}
+
+/// Writes a run of bytes into `file` from an offset on, in order. When it writes directly,
+/// the offset must be a multiple of [`BLOCK`], and the run must either end at such an offset
+/// or be the end of the file, which [`finish`](Self::finish) then sets.
+pub struct DirectWriter<'f> {
+    file: &'f File,
+    /// Where the staged bytes go.
+    at: u64,
+    staged: usize,
+    direct: bool,
+    buf: Vec<u8>,
+}
+
+impl<'f> DirectWriter<'f> {
+    /// A writer at `at`; `direct` when [`enable`] succeeded on `file` (and `at` is aligned).
+    pub fn new(file: &'f File, at: u64, direct: bool) -> Self {
+        let direct = direct && at.is_multiple_of(BLOCK);
+        let buf = if direct { SPARE.take() } else { Vec::new() };
+        let mut writer = DirectWriter { file, at, staged: 0, direct, buf };
+        if writer.direct && writer.buf.len() < STAGING + BLOCK as usize {
+            writer.buf = vec![0; STAGING + BLOCK as usize];
+        }
+        writer
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if !self.direct {
+            write_at(self.file, data, self.at)?;
+            self.at += data.len() as u64;
+            return Ok(());
+        }
+        while !data.is_empty() {
+            let n = (STAGING - self.staged).min(data.len());
+            let staged = self.staged;
+            self.staging()[staged..staged + n].copy_from_slice(&data[..n]);
+            self.staged += n;
+            data = &data[n..];
+            if self.staged == STAGING {
+                self.write_staged(STAGING)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is still staged. A last partial block goes out padded with zeros and the
+    /// file is cut back to the true end, so the file ends where the data does.
+    pub fn finish(mut self) -> io::Result<()> {
+        if self.staged == 0 {
+            return Ok(());
+        }
+        let end = self.at + self.staged as u64;
+        let padded = self.staged.next_multiple_of(BLOCK as usize);
+        let staged = self.staged;
+        self.staging()[staged..padded].fill(0);
+        self.write_staged(padded)?;
+        if padded != staged {
+            self.file.set_len(end)?;
+        }
+        Ok(())
+    }
+
+    /// The aligned part of the buffer.
+    fn staging(&mut self) -> &mut [u8] {
+        let start = self.buf.as_ptr().align_offset(BLOCK as usize);
+        &mut self.buf[start..start + STAGING]
+    }
+
+    /// Writes the first `len` staged bytes (whole blocks) at `at`.
+    fn write_staged(&mut self, len: usize) -> io::Result<()> {
+        let (file, at) = (self.file, self.at);
+        write_at(file, &self.staging()[..len], at)?;
+        self.at += len as u64;
+        self.staged = 0;
+        Ok(())
+    }
+}
+
+/// A positional write. A refused direct write (`EINVAL`: a device with larger blocks, a file
+/// that cannot after all, or an unaligned write to a file another writer made direct) is
+/// retried, and the file written from then on, through the page cache.
+fn write_at(file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    match file.write_all_at(data, at) {
+        Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::INVAL) => {
+            let flags = rustix::fs::fcntl_getfl(file)?;
+            if !flags.contains(OFlags::DIRECT) {
+                return Err(e);
+            }
+            rustix::fs::fcntl_setfl(file, flags - OFlags::DIRECT)?;
+            file.write_all_at(data, at)
+        }
+        other => other,
+    }
+}
+
+impl std::fmt::Debug for DirectWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectWriter")
+            .field("at", &self.at)
+            .field("direct", &self.direct)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DirectWriter<'_> {
+    fn drop(&mut self) {
+        if self.direct {
+            SPARE.set(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
+    }
+
+    #[test]
+    fn files_of_every_awkward_length_come_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4095, 4096, 4097, STAGING - 1, STAGING, STAGING + 1, 3 * STAGING + 12_345] {
+            let path = dir.path().join(format!("f{len}"));
+            let file = File::create(&path).unwrap();
+            let data = pattern(len);
+            // Written in odd pieces, and again all at once.
+            let mut writer = DirectWriter::new(&file, 0, enable(&file));
+            for piece in data.chunks(100_003) {
+                writer.write(piece).unwrap();
+            }
+            writer.finish().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
+            let again = dir.path().join(format!("g{len}"));
+            write_new(&File::create(&again).unwrap(), &data).unwrap();
+            assert_eq!(std::fs::read(&again).unwrap(), data, "length {len}, write_new");
+        }
+    }
+
+    #[test]
+    fn runs_written_out_of_order_make_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let direct = enable(&file);
+        let data = pattern(5 * STAGING + 777);
+        // The last run (with the padded tail) first, then the others from the end.
+        let cuts = [0, STAGING, 2 * STAGING + 8192, 5 * STAGING, data.len()];
+        for w in cuts.windows(2).rev() {
+            let mut writer = DirectWriter::new(&file, w[0] as u64, direct);
+            writer.write(&data[w[0]..w[1]]).unwrap();
+            writer.finish().unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn unaligned_writes_to_a_direct_file_go_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let direct = enable(&file);
+        let data = pattern(2 * STAGING);
+        let mut head = DirectWriter::new(&file, 0, false);
+        head.write(&data[..100]).unwrap();
+        head.finish().unwrap();
+        let mut rest = DirectWriter::new(&file, 100, direct);
+        rest.write(&data[100..]).unwrap();
+        rest.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn aligned_writes_stay_direct() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        if !enable(&file) {
+            eprintln!("skipped: {} cannot do direct I/O", dir.path().display());
+            return;
+        }
+        write_new(&file, &pattern(3 * STAGING + 5)).unwrap();
+        assert!(rustix::fs::fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
+    }
+}
