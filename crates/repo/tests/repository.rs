@@ -199,7 +199,10 @@ fn files_written_in_pieces_come_back_whole() {
             &entries,
             3,
             |e| Ok(std::fs::File::create_new(out.join(&e.path)).unwrap()),
-            |e, _| Ok(finished.lock().unwrap().push(e.path.clone())),
+            |e, _| {
+                finished.lock().unwrap().push(e.path.clone());
+                Ok(())
+            },
             |n| _ = counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed),
         )
         .unwrap();
