@@ -96,8 +96,8 @@ const MAX_RUNS: usize = 4;
 
 /// Every indexed chunk, in memory that does not grow with the repository: the newest entries
 /// sit in a hash table; older ones in sorted runs in unnamed temporary files (gone when the
-/// process ends, however it ends), with 8 bytes of memory per block of runs; pack ids in a
-/// temporary file too. A lookup costs a hash probe and one small read per run, served from
+/// process ends, however it ends), with 8 bytes of memory per block of runs; pack ids beyond
+/// the first in a temporary file too. A lookup costs a hash probe and one small read per run, served from
 /// the page cache in practice.
 #[derive(Debug)]
 pub struct Index {
@@ -120,7 +120,8 @@ impl Index {
     /// An index that keeps at most `entries` in its hash table before spilling them to disk.
     pub fn with_memory(entries: usize) -> Index {
         Index {
-            packs: PackTable::default(),
+            // A quarter as many packs as entries: 2 MiB of pack ids, a TiB of 16 MiB packs.
+            packs: PackTable::new(entries.max(4) / 4),
             recent: HashMap::new(),
             runs: Vec::new(),
             memory_entries: entries.max(1),
@@ -430,28 +431,42 @@ impl Iterator for Merge<'_> {
     }
 }
 
-/// Pack ids by number, in a temporary file (32 bytes each).
-#[derive(Debug, Default)]
+/// Pack ids by number: the first ones in memory (a lookup is then free), the rest in a
+/// temporary file (32 bytes each).
+#[derive(Debug)]
 struct PackTable {
+    memory: Vec<Id>,
+    in_memory: usize,
     file: Option<File>,
     count: u32,
 }
 
 impl PackTable {
+    fn new(in_memory: usize) -> PackTable {
+        PackTable { memory: Vec::new(), in_memory, file: None, count: 0 }
+    }
+
     fn push(&mut self, pack: &Id) -> io::Result<u32> {
-        let file = match &mut self.file {
-            Some(f) => f,
-            none => none.insert(tempfile::tempfile()?),
-        };
-        file.write_all_at(&pack.0, self.count as u64 * 32)?;
+        if self.memory.len() < self.in_memory {
+            self.memory.push(*pack);
+        } else {
+            let file = match &mut self.file {
+                Some(f) => f,
+                none => none.insert(tempfile::tempfile()?),
+            };
+            file.write_all_at(&pack.0, (self.count as usize - self.memory.len()) as u64 * 32)?;
+        }
         self.count += 1;
         Ok(self.count - 1)
     }
 
     fn get(&self, number: u32) -> io::Result<Id> {
-        let file = self.file.as_ref().ok_or_else(|| io::Error::other("empty pack table"))?;
+        if let Some(id) = self.memory.get(number as usize) {
+            return Ok(*id);
+        }
+        let file = self.file.as_ref().ok_or_else(|| io::Error::other("no such pack number"))?;
         let mut id = [0u8; 32];
-        file.read_exact_at(&mut id, number as u64 * 32)?;
+        file.read_exact_at(&mut id, (number as usize - self.memory.len()) as u64 * 32)?;
         Ok(Id(id))
     }
 }

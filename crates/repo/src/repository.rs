@@ -441,46 +441,79 @@ impl Repository {
 
 impl Repository {
     /// Calls `each` with the content of `chunks`, in order; neighbouring blobs of one pack are
-    /// fetched with a single ranged read.
+    /// fetched with a single ranged read, and the next such read is asked for ahead.
     pub(crate) fn for_each_chunk(
         &self,
         chunks: &[ChunkId],
         each: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        const MAX_RUN: u64 = 16 << 20;
         let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        let reads = ranged_reads(&locations);
         let mut run = Vec::new();
         let mut buffers = pack::BlobBuffers::default();
-        let mut i = 0;
-        while i < locations.len() {
-            let first = &locations[i];
-            let start = first.blob.offset as u64;
-            let mut end = start + first.blob.stored_len as u64;
-            let mut j = i + 1;
-            while j < locations.len()
-                && locations[j].pack == first.pack
-                && locations[j].blob.offset as u64 == end
-                && end - start < MAX_RUN
-            {
-                end += locations[j].blob.stored_len as u64;
-                j += 1;
+        for (k, read) in reads.iter().enumerate() {
+            if let Some(next) = reads.get(k + 1) {
+                self.storage.will_read(&next.path, next.range.clone());
             }
-            let path = layout::path(Kind::Pack, &first.pack);
-            self.storage.get_range_into(&path, start..end, &mut run)?;
-            for loc in &locations[i..j] {
+            self.storage.get_range_into(&read.path, read.range.clone(), &mut run)?;
+            for loc in &locations[read.blobs.clone()] {
                 let b = &loc.blob;
-                let at = (b.offset as u64 - start) as usize;
+                let at = (b.offset as u64 - read.range.start) as usize;
                 let stored = &run[at..at + b.stored_len as usize];
                 let chunk =
                     pack::open_blob_with(&self.crypto, b, stored, &mut buffers).map_err(|reason| {
-                        RepoError::damaged("blob", format!("{path} chunk {}", b.id.short()), reason)
+                        RepoError::damaged("blob", format!("{} chunk {}", read.path, b.id.short()), reason)
                     })?;
                 each(chunk)?;
             }
-            i = j;
         }
         Ok(())
     }
+
+    /// Asks the storage to start fetching `chunks`, which are read soon.
+    pub(crate) fn read_ahead(&self, chunks: &[ChunkId]) -> Result<()> {
+        let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
+        for read in ranged_reads(&locations) {
+            self.storage.will_read(&read.path, read.range);
+        }
+        Ok(())
+    }
+}
+
+/// One ranged read of a pack: bytes `range` of `path`, holding the blobs of `locations[blobs]`.
+struct RangedRead {
+    path: String,
+    range: std::ops::Range<u64>,
+    blobs: std::ops::Range<usize>,
+}
+
+/// The reads that fetch `locations` in order: neighbouring blobs of one pack together, up to
+/// 16 MiB a read.
+fn ranged_reads(locations: &[Location]) -> Vec<RangedRead> {
+    const MAX_READ: u64 = 16 << 20;
+    let mut reads = Vec::new();
+    let mut i = 0;
+    while i < locations.len() {
+        let first = &locations[i];
+        let start = first.blob.offset as u64;
+        let mut end = start + first.blob.stored_len as u64;
+        let mut j = i + 1;
+        while j < locations.len()
+            && locations[j].pack == first.pack
+            && locations[j].blob.offset as u64 == end
+            && end - start < MAX_READ
+        {
+            end += locations[j].blob.stored_len as u64;
+            j += 1;
+        }
+        reads.push(RangedRead {
+            path: layout::path(Kind::Pack, &first.pack),
+            range: start..end,
+            blobs: i..j,
+        });
+        i = j;
+    }
+    reads
 }
 
 /// Whether anything of a repository is at this storage location.

@@ -119,7 +119,8 @@ impl Repository {
         // One file created at a time: threads creating files in one directory spin in the
         // kernel on the directory's lock too.
         let creating = Mutex::new(());
-        let write_piece = |piece: &Piece| -> Result<u64> {
+        let write_piece = |i: usize| -> Result<u64> {
+            let piece = &pieces[i];
             let entry = &entries[piece.file];
             let (file, direct) = {
                 let mut target = lock(&targets[piece.file]);
@@ -138,6 +139,10 @@ impl Repository {
                 };
                 (file, target.direct)
             };
+            // The thread most likely writes the file's next piece next: have it read meanwhile.
+            if let Some(next) = pieces.get(i + 1).filter(|next| next.file == piece.file) {
+                self.read_ahead(&entry.chunks[next.chunks.clone()])?;
+            }
             let io_error = |e| RepoError::io(format!("writing {}", entry.path), e);
             let mut out = direct::DirectWriter::new(&file, piece.offset, direct);
             let mut bytes = 0;
@@ -163,7 +168,7 @@ impl Repository {
             for _ in 0..channels.clamp(1, pieces.len().max(1)) {
                 s.spawn(|| loop {
                     let Some(i) = lock(&schedule).take() else { break };
-                    let result = write_piece(&pieces[i]);
+                    let result = write_piece(i);
                     let mut schedule = lock(&schedule);
                     schedule.writers[pieces[i].file] -= 1;
                     match (result, &mut *lock(&outcome)) {

@@ -36,8 +36,13 @@ thread_local! {
 }
 
 /// Turns direct I/O on for `file`; false where its filesystem cannot do it (writes then go
-/// through the page cache). The flag belongs to the open file, so every handle shares it.
+/// through the page cache) or where there is nothing to bypass (a tmpfs lives in the page
+/// cache). The flag belongs to the open file, so every handle shares it.
 pub fn enable(file: &File) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    if rustix::fs::fstatfs(file).is_ok_and(|fs| fs.f_type as u64 == TMPFS_MAGIC) {
+        return false;
+    }
     rustix::fs::fcntl_getfl(file)
         .and_then(|flags| rustix::fs::fcntl_setfl(file, flags | OFlags::DIRECT))
         .is_ok()

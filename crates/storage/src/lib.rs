@@ -81,6 +81,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
         buf.extend_from_slice(&self.get_range(path, range)?);
         Ok(())
     }
+    /// A hint that `range` of `path` is read soon: a local filesystem starts reading it into
+    /// the page cache meanwhile; other storage ignores it. Never fails.
+    fn will_read(&self, _path: &str, _range: Range<u64>) {}
     /// Size of the object; [`ErrorKind::NotFound`] if absent.
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError>;
     /// Every object whose path starts with `prefix` (recursively), streamed, in no set order.

@@ -78,6 +78,14 @@ pub(crate) fn read_range(root: &Path, rel: &str, range: Range<u64>, buf: &mut Ve
     read
 }
 
+/// Asks the kernel to start reading `range` of `root/rel` into the page cache (best effort).
+pub(crate) fn will_read(root: &Path, rel: &str, range: Range<u64>) {
+    if let Ok(file) = File::open(root.join(rel)) {
+        let len = std::num::NonZeroU64::new(range.end.saturating_sub(range.start));
+        let _ = rustix::fs::fadvise(&file, range.start, len, rustix::fs::Advice::WillNeed);
+    }
+}
+
 /// Removes `root/rel`; an absent object (or absent root) is not an error.
 pub(crate) fn delete(root: &Path, rel: &str) -> io::Result<()> {
     let target = root.join(rel);

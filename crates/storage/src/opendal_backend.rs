@@ -435,6 +435,12 @@ impl Storage for OpendalStorage {
         self.read_local(root, path, range, buf)
     }
 
+    fn will_read(&self, path: &str, range: Range<u64>) {
+        if let (Backend::Local { root, .. }, Ok(())) = (&self.backend, self.validate(Op::GetRange, path)) {
+            local_fs::will_read(root, path, range);
+        }
+    }
+
     fn stat(&self, path: &str) -> Result<ObjectMeta, StorageError> {
         self.validate(Op::Stat, path)?;
         let Some(op) = self.op()? else {
