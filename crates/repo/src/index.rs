@@ -97,8 +97,8 @@ const MAX_RUNS: usize = 4;
 /// Every indexed chunk, in memory that does not grow with the repository: the newest entries
 /// sit in a hash table; older ones in sorted runs in unnamed temporary files (gone when the
 /// process ends, however it ends), with 8 bytes of memory per block of runs; pack ids beyond
-/// the first in a temporary file too. A lookup costs a hash probe and one small read per run, served from
-/// the page cache in practice.
+/// the first in a temporary file too. A lookup costs a hash probe and one small read per run,
+/// served from the page cache in practice.
 #[derive(Debug)]
 pub struct Index {
     packs: PackTable,

@@ -80,9 +80,10 @@ pub(crate) fn read_range(root: &Path, rel: &str, range: Range<u64>, buf: &mut Ve
 
 /// Asks the kernel to start reading `range` of `root/rel` into the page cache (best effort).
 pub(crate) fn will_read(root: &Path, rel: &str, range: Range<u64>) {
+    // An empty length would mean "to the end of the file".
+    let Some(len) = std::num::NonZeroU64::new(range.end.saturating_sub(range.start)) else { return };
     if let Ok(file) = File::open(root.join(rel)) {
-        let len = std::num::NonZeroU64::new(range.end.saturating_sub(range.start));
-        let _ = rustix::fs::fadvise(&file, range.start, len, rustix::fs::Advice::WillNeed);
+        let _ = rustix::fs::fadvise(&file, range.start, Some(len), rustix::fs::Advice::WillNeed);
     }
 }
 
