@@ -71,7 +71,7 @@ fn init_check_and_keys_through_the_binary() {
     let pw = env.password_file("pw", "first secret");
     let config = json(&["init", "-B", &env.repo(), "--password-file", pw.to_str().unwrap()], 0);
     assert_eq!(config["encryption"], "aes-256-gcm");
-    assert_eq!(config["version"], 1);
+    assert_eq!(config["version"], 2);
 
     // Plain output for people.
     let out =
@@ -238,7 +238,7 @@ fn unencrypted_repository_prune_unlock_and_version() {
     assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
 
     let version = json(&["version"], 0);
-    assert_eq!(version["repository_format"], 1);
+    assert_eq!(version["repository_format"], 2);
     cairn().args(["init", "--help"]).assert().success();
 }
 

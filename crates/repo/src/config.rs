@@ -9,8 +9,12 @@ use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::layout;
 
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this code reads and writes into: version 1 differs only in that
+/// blobs are sealed without their chunk id as associated data.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,14 +35,19 @@ impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config> {
         let damaged = |reason: String| RepoError::damaged("config", layout::CONFIG, reason);
         let config: Config = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
-        if config.version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&config.version) {
             return Err(RepoError::Invalid(format!(
-                "repository format version {} is not supported by this cairn (it reads version {FORMAT_VERSION}); upgrade cairn",
+                "repository format version {} is not supported by this cairn (it reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); upgrade cairn",
                 config.version
             )));
         }
         config.validate().map_err(damaged)?;
         Ok(config)
+    }
+
+    /// Whether blobs are sealed with their chunk id as associated data (version 2 on).
+    pub fn binds_blobs(&self) -> bool {
+        self.version >= 2
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -69,11 +69,13 @@ pub struct Crypto {
     /// and took a fifth of a restore's CPU time. The format is the same.
     aead: Option<Arc<LessSafeKey>>,
     id_key: Option<[u8; 32]>,
+    /// Blobs carry their chunk id as associated data (format version 2).
+    binds_blobs: bool,
 }
 
 impl std::fmt::Debug for Crypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Crypto(encrypted: {})", self.aead.is_some())
+        write!(f, "Crypto(encrypted: {}, binds blobs: {})", self.aead.is_some(), self.binds_blobs)
     }
 }
 
@@ -83,16 +85,30 @@ pub struct OpenError;
 
 impl Crypto {
     pub fn none() -> Crypto {
-        Crypto { aead: None, id_key: None }
+        Crypto { aead: None, id_key: None, binds_blobs: false }
     }
 
     pub fn new(encryption: Encryption, key: &MasterKey) -> Crypto {
-        Crypto { aead: aead(encryption, &key.data_key), id_key: Some(key.id_key) }
+        Crypto { aead: aead(encryption, &key.data_key), id_key: Some(key.id_key), binds_blobs: false }
     }
 
     /// A cipher keyed directly (used to wrap the master key with the passphrase-derived key).
     pub fn wrapping(encryption: Encryption, kek: &[u8; 32]) -> Crypto {
-        Crypto { aead: aead(encryption, kek), id_key: None }
+        Crypto { aead: aead(encryption, kek), id_key: None, binds_blobs: false }
+    }
+
+    /// This cipher sealing and opening blobs with their chunk id as associated data, as format
+    /// version 2 does (`bind`); no effect without encryption.
+    pub fn binding_blobs(mut self, bind: bool) -> Crypto {
+        self.binds_blobs = bind && self.aead.is_some();
+        self
+    }
+
+    /// Whether opening a blob proves that it is the chunk of its id: it was sealed with the id
+    /// as associated data, so a blob put in another chunk's place fails authentication, and a
+    /// reader need not hash the content again.
+    pub fn blobs_bound(&self) -> bool {
+        self.binds_blobs
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -108,6 +124,33 @@ impl Crypto {
 
     /// `nonce ‖ ciphertext ‖ tag` with a fresh random nonce; the plaintext itself when not encrypted.
     pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        self.seal_with(plain, &[])
+    }
+
+    /// Seals the (compressed) content of chunk `id` as a blob.
+    pub fn seal_blob(&self, id: &ChunkId, content: &[u8]) -> Vec<u8> {
+        self.seal_with(content, self.blob_aad(id))
+    }
+
+    /// Opens blob `id` into `content`, as [`open_into`](Self::open_into).
+    pub fn open_blob_into(
+        &self,
+        id: &ChunkId,
+        sealed: &[u8],
+        content: &mut Vec<u8>,
+    ) -> Result<(), OpenError> {
+        self.open_with(sealed, self.blob_aad(id), content)
+    }
+
+    fn blob_aad<'a>(&self, id: &'a ChunkId) -> &'a [u8] {
+        if self.binds_blobs {
+            &id.0
+        } else {
+            &[]
+        }
+    }
+
+    fn seal_with(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
         let Some(aead) = &self.aead else {
             return plain.to_vec();
         };
@@ -119,7 +162,7 @@ impl Crypto {
         let tag = aead
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::empty(),
+                Aad::from(aad),
                 &mut out[NONCE_LEN..],
             )
             .map(|t| t.as_ref().to_vec())
@@ -138,6 +181,10 @@ impl Crypto {
     /// [`open`](Self::open) into `plain`, reusing its allocation (a restore opens a blob per
     /// chunk). On failure `plain` is left empty: unauthenticated bytes are never handed on.
     pub fn open_into(&self, sealed: &[u8], plain: &mut Vec<u8>) -> Result<(), OpenError> {
+        self.open_with(sealed, &[], plain)
+    }
+
+    fn open_with(&self, sealed: &[u8], aad: &[u8], plain: &mut Vec<u8>) -> Result<(), OpenError> {
         let Some(aead) = &self.aead else {
             plain.clear();
             plain.extend_from_slice(sealed);
@@ -151,7 +198,7 @@ impl Crypto {
                 // Every byte is overwritten: only a larger buffer than before is zeroed first.
                 plain.resize(len, 0);
                 Nonce::try_assume_unique_for_key(nonce)
-                    .and_then(|nonce| aead.open_separate_gather(nonce, Aad::empty(), body, tag, plain))
+                    .and_then(|nonce| aead.open_separate_gather(nonce, Aad::from(aad), body, tag, plain))
                     .map_err(|_| OpenError)
             }
         };
@@ -306,6 +353,23 @@ mod tests {
         assert_ne!(c.chunk_id(b"same"), other.chunk_id(b"same"));
         assert_eq!(Crypto::none().chunk_id(b"x").0, *blake3::hash(b"x").as_bytes());
         assert_eq!(Crypto::none().seal(b"x"), b"x");
+    }
+
+    #[test]
+    fn a_bound_blob_opens_only_as_its_own_chunk() {
+        for c in both() {
+            let bound = c.clone().binding_blobs(true);
+            let (a, b) = (bound.chunk_id(b"a"), bound.chunk_id(b"b"));
+            let sealed = bound.seal_blob(&a, b"a");
+            let mut plain = Vec::new();
+            assert!(bound.open_blob_into(&a, &sealed, &mut plain).is_ok() && plain == b"a");
+            assert!(bound.open_blob_into(&b, &sealed, &mut plain).is_err(), "opened as another chunk");
+            // Format version 1 seals without the id: neither opens as the other.
+            assert!(c.open_blob_into(&a, &sealed, &mut plain).is_err());
+            assert!(bound.open_blob_into(&a, &c.seal_blob(&a, b"a"), &mut plain).is_err());
+            assert!(bound.blobs_bound() && !c.blobs_bound());
+        }
+        assert!(!Crypto::none().binding_blobs(true).blobs_bound(), "nothing binds without encryption");
     }
 
     #[test]

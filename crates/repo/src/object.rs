@@ -9,7 +9,7 @@ use crate::layout::{self, Kind};
 /// The plaintext header: type, format version, codec of the body.
 const HEADER_LEN: usize = 3;
 const CODEC_ZSTD: u8 = 1;
-/// Index objects and manifests are both at version 1 in format version 1.
+/// Index objects and manifests are at version 1 in format versions 1 and 2.
 pub const VERSION: u8 = 1;
 
 fn type_byte(kind: Kind) -> u8 {

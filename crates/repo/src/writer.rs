@@ -535,8 +535,8 @@ fn work(shared: &Shared, mut compressor: Compressor, jobs: &Receiver<Job>) {
             c.new_chunks.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(len, Ordering::Relaxed);
             let (codec, sealed) = match compressor.compress(&job.data) {
-                Some((codec, packed)) => (codec, shared.crypto.seal(&packed)),
-                None => (Codec::Raw, shared.crypto.seal(&job.data)),
+                Some((codec, packed)) => (codec, shared.crypto.seal_blob(&id, &packed)),
+                None => (Codec::Raw, shared.crypto.seal_blob(&id, &job.data)),
             };
             Some((codec, len as u32, sealed))
         } else {
