@@ -1,7 +1,9 @@
 //! Restoring many files at once: large files are cut into pieces, and threads take pieces so
 //! that each writes a file of its own where it can. Writes to one file are serialised by the
 //! kernel (the inode's lock), and threads waiting for it spin rather than sleep: measured, two
-//! threads on the pieces of one file spent a quarter of a restore's CPU spinning.
+//! threads on the pieces of one file spent a quarter of a restore's CPU spinning. Where they
+//! must share a file they take turns ([`direct::DirectWriter::taking_turns`]): a thread that
+//! finds the file busy goes on opening blobs meanwhile.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -25,10 +27,16 @@ struct Piece {
 
 /// One file being restored.
 struct Target {
-    file: Option<Arc<File>>,
+    file: Option<Arc<OpenFile>>,
     pieces_left: usize,
     /// Written past the page cache: large, and every piece starts on a block boundary.
     direct: bool,
+}
+
+struct OpenFile {
+    file: File,
+    /// Held by the thread writing into it.
+    turn: Mutex<()>,
 }
 
 /// Which piece a thread takes next.
@@ -132,7 +140,7 @@ impl Repository {
                             create(entry)?
                         };
                         target.direct = target.direct && direct::enable(&file);
-                        let file = Arc::new(file);
+                        let file = Arc::new(OpenFile { file, turn: Mutex::new(()) });
                         target.file = Some(file.clone());
                         file
                     }
@@ -144,7 +152,8 @@ impl Repository {
                 self.read_ahead(&entry.chunks[next.chunks.clone()])?;
             }
             let io_error = |e| RepoError::io(format!("writing {}", entry.path), e);
-            let mut out = direct::DirectWriter::new(&file, piece.offset, direct);
+            let mut out =
+                direct::DirectWriter::new(&file.file, piece.offset, direct).taking_turns(&file.turn);
             let mut bytes = 0;
             self.for_each_chunk(&entry.chunks[piece.chunks.clone()], &mut |data| {
                 out.write(data).map_err(io_error)?;
@@ -159,7 +168,7 @@ impl Repository {
                 (target.pieces_left == 0).then(|| target.file.take()).flatten()
             };
             if let Some(file) = last {
-                finish(entry, &file)?;
+                finish(entry, &file.file)?;
             }
             Ok(bytes)
         };
