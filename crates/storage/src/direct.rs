@@ -33,7 +33,7 @@ const STAGING: usize = 1 << 20;
 
 /// The most bytes staged: a writer whose file is being written by another goes on staging up
 /// to this, then waits for its turn.
-const MAX_STAGED: usize = 4 << 20;
+const MAX_STAGED: usize = 2 << 20;
 
 thread_local! {
     /// One staging buffer per thread, reused from writer to writer.
