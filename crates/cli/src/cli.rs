@@ -275,6 +275,10 @@ pub struct RestoreArgs {
     /// same as checksum, for now).
     #[arg(short = 'I', long = "incremental-mode", value_parser = ["none", "checksum", "lsn"], default_value = "none", conflicts_with = "force")]
     pub incremental_mode: String,
+    /// off: the restored cluster does not archive WAL (archive_mode = off), for a copy that runs
+    /// beside its source; preserve (the default): archiving as the source was set up.
+    #[arg(long, value_parser = ["preserve", "off"], default_value = "preserve")]
+    pub archive_mode: String,
     #[command(flatten)]
     pub recovery: RecoveryArgs,
     #[command(flatten)]

@@ -82,19 +82,22 @@ impl Setup {
 
     /// Restores with the given target options into a new directory, starts the server there,
     /// waits until recovery is over, and returns the cluster.
-    /// Restored copies do not archive (they would add timelines to the archive under test)
-    /// unless `archive` says so.
+    /// Restored copies do not archive (they would add timelines to the archive under test:
+    /// `restore --archive-mode off`) unless `archive` says so.
     fn restore_and_start(&self, name: &str, target: &[&str], archive: bool) -> (PgCluster, Value) {
         let dir = self.dir(name);
         let mut args = vec!["restore", "--instance", INSTANCE, "-D", dir.to_str().unwrap(), "-j", "2"];
         args.extend(target);
-        let summary = self.ok(&args);
-        let mut options = PgOptions::new().start_timeout(Duration::from_secs(120));
         if !archive {
-            options = options.setting("archive_mode", "off");
+            args.extend(["--archive-mode", "off"]);
         }
+        let summary = self.ok(&args);
+        assert_eq!(summary["archive_mode"], if archive { "preserve" } else { "off" });
+        let options = PgOptions::new().start_timeout(Duration::from_secs(120));
         let restored = PgCluster::from_data_dir_with(15, &dir, options);
         wait_until(&restored, "SELECT NOT pg_is_in_recovery()", "promotion after recovery");
+        let archiving = if archive { "on" } else { "off" };
+        assert_eq!(restored.psql("SHOW archive_mode"), archiving, "restored with {args:?}");
         (restored, summary)
     }
 }
@@ -249,9 +252,18 @@ fn restores_to_times_xids_lsns_and_restore_points() {
 
     // A standby restored from the archive keeps replaying it, read-only.
     let dir = s.dir("replica");
-    s.ok(&["restore", "--instance", INSTANCE, "-D", dir.to_str().unwrap(), "--restore-as-replica"]);
+    s.ok(&[
+        "restore",
+        "--instance",
+        INSTANCE,
+        "-D",
+        dir.to_str().unwrap(),
+        "--restore-as-replica",
+        "--archive-mode",
+        "off",
+    ]);
     assert!(dir.join("standby.signal").exists() && !dir.join("recovery.signal").exists());
-    let replica = PgCluster::from_data_dir_with(15, &dir, PgOptions::new().setting("archive_mode", "off"));
+    let replica = PgCluster::from_data_dir(15, &dir);
     wait_until(&replica, "SELECT count(*) = 140 FROM ledger", "the standby to replay the archive");
     assert_eq!(replica.psql("SELECT pg_is_in_recovery()"), "t");
     drop(replica);

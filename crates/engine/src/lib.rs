@@ -22,5 +22,5 @@ pub use catalog::{BackupInfo, BackupRecord, BackupStatus};
 pub use error::{EngineError, Result};
 pub use instance::{Connection, InstanceConfig};
 pub use progress::{Progress, Silent};
-pub use restore::{restore, RestoreOptions, RestoreSummary};
+pub use restore::{restore, ArchiveMode, RestoreOptions, RestoreSummary};
 pub use validate::{validate, validate_all, ValidateOptions, ValidateSummary, Validated};

@@ -420,7 +420,6 @@ pub fn write_settings(target: &Path, flavor: Flavor, options: &RecoveryOptions) 
     if let Some(action) = options.action {
         settings.push(("recovery_target_action", action.name().into()));
     }
-    let io = |what: &Path, e| EngineError::io(format!("writing {}", what.display()), e);
     match flavor.info().recovery {
         RecoveryMechanism::SignalFiles { recovery_signal, standby_signal, settings_file } => {
             let file = target.join(settings_file);
@@ -442,9 +441,11 @@ pub fn write_settings(target: &Path, flavor: Flavor, options: &RecoveryOptions) 
             for (key, value) in &settings {
                 text.push_str(&format!("{key} = '{}'\n", value.replace('\'', "''")));
             }
-            fs::write(&file, text).map_err(|e| io(&file, e))?;
-            let signal = target.join(if options.as_replica { standby_signal } else { recovery_signal });
-            fs::write(&signal, "").map_err(|e| io(&signal, e))?;
+            write_durably(&file, &text)?;
+            write_durably(
+                &target.join(if options.as_replica { standby_signal } else { recovery_signal }),
+                "",
+            )?;
         }
         RecoveryMechanism::RecoveryConf { file } => {
             let file = target.join(file);
@@ -455,10 +456,40 @@ pub fn write_settings(target: &Path, flavor: Flavor, options: &RecoveryOptions) 
             for (key, value) in &settings {
                 text.push_str(&format!("{key} = '{}'\n", value.replace('\'', "''")));
             }
-            fs::write(&file, text).map_err(|e| io(&file, e))?;
+            write_durably(&file, &text)?;
         }
     }
     Ok(())
+}
+
+/// Turns WAL archiving off in a restored data directory (`restore --archive-mode off`). A copy
+/// started beside its source would otherwise archive into the source's archive: on the same
+/// timeline its segments clash with the source's (whichever archives second fails, and its WAL
+/// piles up), and once promoted its new timeline is one a later `latest` recovery would follow.
+/// The setting goes into the file `ALTER SYSTEM` writes (or the main one, where there is none).
+pub fn disable_archiving(target: &Path, flavor: Flavor) -> Result<()> {
+    let files = flavor.info().config_files;
+    let file = target.join(files.auto.unwrap_or(files.main));
+    let mut text = fs::read_to_string(&file).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // The last setting of a name wins: no earlier line needs changing.
+    text.push_str(
+        "# written by cairn restore --archive-mode off: this copy does not archive\narchive_mode = 'off'\n",
+    );
+    write_durably(&file, &text)
+}
+
+/// Writes `text` as the whole of `file` and flushes it: a restore is over only once what it
+/// wrote would survive a crash.
+fn write_durably(file: &Path, text: &str) -> Result<()> {
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(file)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|e| EngineError::io(format!("writing {}", file.display()), e))
 }
 
 #[cfg(test)]
@@ -495,5 +526,22 @@ mod tests {
         assert!(!on_lineage(&lineage, t(1), Lsn(0x0600_0000)));
         assert!(on_lineage(&lineage, t(2), Lsn(0x0600_0000)));
         assert!(!on_lineage(&lineage, t(3), Lsn(1)));
+    }
+
+    #[test]
+    fn archiving_is_turned_off_after_whatever_the_source_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let auto = dir.path().join("postgresql.auto.conf");
+        std::fs::write(&auto, "archive_mode = 'on'").unwrap();
+        let pg = Flavor::new(cairn_pg::flavor::Engine::PostgreSql, 15).unwrap();
+        disable_archiving(dir.path(), pg).unwrap();
+        let text = std::fs::read_to_string(&auto).unwrap();
+        assert!(text.starts_with("archive_mode = 'on'\n#"), "{text}");
+        assert!(text.ends_with("\narchive_mode = 'off'\n"), "the last setting wins: {text}");
+        // Without postgresql.auto.conf (openGauss) it goes into the main file.
+        let og = Flavor::new(cairn_pg::flavor::Engine::OpenGauss, 5).unwrap();
+        disable_archiving(dir.path(), og).unwrap();
+        let main = std::fs::read_to_string(dir.path().join("postgresql.conf")).unwrap();
+        assert!(main.ends_with("archive_mode = 'off'\n"), "{main}");
     }
 }

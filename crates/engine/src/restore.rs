@@ -39,6 +39,19 @@ pub struct RestoreOptions {
     /// Recover from the WAL archive to a target (without: to the backup's consistent point,
     /// from the WAL kept with the backup).
     pub recovery: Option<RecoveryOptions>,
+    pub archive_mode: ArchiveMode,
+}
+
+/// Whether the restored cluster archives WAL as its source did (`--archive-mode`, pgBackRest's
+/// option).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveMode {
+    /// Its settings as backed up: a cluster restored in its source's place goes on archiving.
+    #[default]
+    Preserve,
+    /// `archive_mode = off`: a copy (a drill, a clone) never writes into its source's archive.
+    Off,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +70,7 @@ pub struct RestoreSummary {
     /// Where replay is expected to end, when the archive tells.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_stop_lsn: Option<cairn_pg::Lsn>,
+    pub archive_mode: ArchiveMode,
 }
 
 pub fn restore(
@@ -245,10 +259,16 @@ pub fn restore(
             .map_err(|e| EngineError::io(format!("setting the mode of {}", path.display()), e))?;
         sync_dir(path)?;
     }
+    let flavor = || {
+        cairn_pg::Flavor::detect(backup.record.server_version, &backup.record.flavor)
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    };
     if let Some(recovery) = &options.recovery {
-        let flavor = cairn_pg::Flavor::detect(backup.record.server_version, &backup.record.flavor)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        recovery::write_settings(&options.target, flavor, recovery)?;
+        recovery::write_settings(&options.target, flavor()?, recovery)?;
+    }
+    match options.archive_mode {
+        ArchiveMode::Off => recovery::disable_archiving(&options.target, flavor()?)?,
+        ArchiveMode::Preserve => warn_of_a_copy_archiving(repo, options),
     }
     for root in std::iter::once(options.target.clone()).chain(places.other_roots()) {
         sync_dir(&root)?;
@@ -262,7 +282,28 @@ pub fn restore(
         delta,
         recovery_target: options.recovery.as_ref().map(|r| r.target.to_string()),
         expected_stop_lsn,
+        archive_mode: options.archive_mode,
     })
+}
+
+/// Warns when a restore that keeps the source's archiving settings is not into the instance's
+/// own data directory: a copy started beside its source would archive into the same archive.
+fn warn_of_a_copy_archiving(repo: &Repository, options: &RestoreOptions) {
+    let Ok((_, instance)) = crate::instance::find(repo, &options.instance) else { return };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if !same(&options.target, Path::new(&instance.pgdata)) {
+        tracing::warn!(
+            "{} is not the data directory of instance '{}' ({}): restored with its source's archive \
+             settings, a copy started beside its source archives into the same archive; \
+             'restore --archive-mode off' makes a copy that does not",
+            options.target.display(),
+            options.instance,
+            instance.pgdata
+        );
+    }
 }
 
 /// A file to restore: where it goes, its entry (without chunks), and its chunk list.

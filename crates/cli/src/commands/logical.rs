@@ -62,6 +62,7 @@ pub fn restore(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
     let physical_only = args.pgdata.is_some()
         || args.force
         || args.incremental_mode != "none"
+        || args.archive_mode != "preserve"
         || !args.tablespace_mapping.is_empty()
         || !args.external_mapping.is_empty()
         || args.skip_external_dirs
@@ -73,7 +74,7 @@ pub fn restore(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
         || args.recovery.restore_as_replica;
     if physical_only {
         return Err(usage(
-            "-D, --force, -I, -T, --external-mapping and recovery targets are for physical restores, not -b LOGICAL",
+            "-D, --force, -I, -T, --external-mapping, --archive-mode and recovery targets are for physical restores, not -b LOGICAL",
         ));
     }
     let l = &args.logical;

@@ -1,7 +1,7 @@
 //! `cairn restore` and `cairn validate`.
 
 use cairn_engine::recovery::{Action, RecoveryOptions, Target, TimelineTarget};
-use cairn_engine::{RestoreOptions, ValidateOptions};
+use cairn_engine::{ArchiveMode, RestoreOptions, ValidateOptions};
 
 use crate::cli::{Format, RecoveryArgs, RepoArgs, RestoreArgs, TargetArgs, ValidateArgs};
 use crate::exit::usage;
@@ -30,6 +30,7 @@ pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
         force: args.force,
         delta: args.incremental_mode != "none",
         recovery,
+        archive_mode: if args.archive_mode == "off" { ArchiveMode::Off } else { ArchiveMode::Preserve },
     };
     let progress = crate::progress::renderer(args.progress, format);
     let s = cairn_engine::restore(&repo, &options, progress.as_ref())?;
@@ -37,6 +38,10 @@ pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
         let then = match &s.recovery_target {
             Some(target) => format!("it replays the archive to {target}"),
             None => "it recovers to the backup's consistent point".into(),
+        };
+        let archiving = match s.archive_mode {
+            ArchiveMode::Off => "; it does not archive WAL (archive_mode = off)",
+            ArchiveMode::Preserve => "",
         };
         let delta = s.delta.as_ref().map_or(String::new(), |d| {
             format!(
@@ -47,7 +52,7 @@ pub fn run(format: Format, args: &RestoreArgs) -> anyhow::Result<()> {
             )
         });
         format!(
-            "restored backup {} into {}: {} file(s), {} in {:.1} s ({}/s){delta}\nstart the server on it; {then}",
+            "restored backup {} into {}: {} file(s), {} in {:.1} s ({}/s){delta}\nstart the server on it; {then}{archiving}",
             s.backup_id,
             s.target,
             s.files,
