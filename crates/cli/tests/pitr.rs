@@ -98,6 +98,10 @@ impl Setup {
         wait_until(&restored, "SELECT NOT pg_is_in_recovery()", "promotion after recovery");
         let archiving = if archive { "on" } else { "off" };
         assert_eq!(restored.psql("SHOW archive_mode"), archiving, "restored with {args:?}");
+        assert!(
+            !dir.join("pg_wal/cairn-prefetch").exists(),
+            "segments fetched ahead are removed when recovery ends"
+        );
         (restored, summary)
     }
 }

@@ -256,6 +256,10 @@ pub fn prefetch_wanted(dest: &Path, count: usize) -> bool {
 pub fn prefetch(repo: &Repository, instance: &str, name: &str, dest: &Path, count: usize) -> Result<usize> {
     let Ok(WalFileName::Segment(segment)) = name.parse::<WalFileName>() else { return Ok(0) };
     let dir = prefetch_dir(dest);
+    // Gone: recovery has ended (its recovery_end_command removes the directory).
+    if !dir.is_dir() {
+        return Ok(0);
+    }
     let Some(_claim) = WorkerClaim::acquire(&dir, PREFETCH_PID)? else { return Ok(0) };
     let size = identity(repo, instance)?.segment_size()?;
     let mut wanted = Vec::new();

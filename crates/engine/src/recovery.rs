@@ -105,6 +105,10 @@ pub struct RecoveryOptions {
     pub as_replica: bool,
     /// The server's `restore_command` (fetching from this archive).
     pub restore_command: String,
+    /// The command is cairn's `archive-get`: the segments it fetched ahead that recovery did
+    /// not need are removed when recovery ends (`recovery_end_command`), unless the cluster's
+    /// configuration has a `recovery_end_command` of its own.
+    pub remove_prefetched_at_end: bool,
 }
 
 /// The backup recovery starts from, and what it follows.
@@ -420,6 +424,11 @@ pub fn write_settings(target: &Path, flavor: Flavor, options: &RecoveryOptions) 
     if let Some(action) = options.action {
         settings.push(("recovery_target_action", action.name().into()));
     }
+    if options.remove_prefetched_at_end && !sets(target, flavor, "recovery_end_command") {
+        let prefetched = archive::prefetch_dir(&Path::new(flavor.info().layout.wal_dir).join("RECOVERYXLOG"));
+        // Run in the data directory, as restore_command is.
+        settings.push(("recovery_end_command", format!("rm -rf {}", prefetched.display())));
+    }
     match flavor.info().recovery {
         RecoveryMechanism::SignalFiles { recovery_signal, standby_signal, settings_file } => {
             let file = target.join(settings_file);
@@ -460,6 +469,19 @@ pub fn write_settings(target: &Path, flavor: Flavor, options: &RecoveryOptions) 
         }
     }
     Ok(())
+}
+
+/// Whether the configuration files of the data directory `target` set `name` (a line
+/// `name = ...` or `name ...`, not commented out).
+fn sets(target: &Path, flavor: Flavor, name: &str) -> bool {
+    let files = flavor.info().config_files;
+    std::iter::once(files.main).chain(files.auto).any(|file| {
+        fs::read_to_string(target.join(file)).is_ok_and(|text| {
+            text.lines().any(|line| {
+                line.trim_start().strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '\t', '=']))
+            })
+        })
+    })
 }
 
 /// Turns WAL archiving off in a restored data directory (`restore --archive-mode off`). A copy
@@ -543,5 +565,16 @@ mod tests {
         disable_archiving(dir.path(), og).unwrap();
         let main = std::fs::read_to_string(dir.path().join("postgresql.conf")).unwrap();
         assert!(main.ends_with("archive_mode = 'off'\n"), "{main}");
+    }
+
+    #[test]
+    fn a_setting_counts_only_where_it_is_not_commented_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = Flavor::new(cairn_pg::flavor::Engine::PostgreSql, 15).unwrap();
+        let conf = dir.path().join("postgresql.conf");
+        std::fs::write(&conf, "#recovery_end_command = ''\nrecovery_end_command_x = 1\n").unwrap();
+        assert!(!sets(dir.path(), pg, "recovery_end_command"));
+        std::fs::write(dir.path().join("postgresql.auto.conf"), "  recovery_end_command='true'\n").unwrap();
+        assert!(sets(dir.path(), pg, "recovery_end_command"));
     }
 }

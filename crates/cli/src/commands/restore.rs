@@ -121,6 +121,7 @@ fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<RecoveryOptions
         timeline,
         action,
         as_replica: r.restore_as_replica,
+        remove_prefetched_at_end: r.restore_command.is_none(),
         restore_command,
     }))
 }
