@@ -85,59 +85,100 @@ fn backup_show_validate_restore_and_refusals() {
     assert!(shown.as_array().unwrap().iter().all(|b| b["status"] == "OK"), "{shown}");
 }
 
+/// A cluster with a first backup (DONE) and new data since, so that the next backup writes
+/// packs for seconds: for interrupting it.
+struct Interrupted {
+    cluster: PgCluster,
+    work: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    first: Value,
+}
+
+impl Interrupted {
+    fn new() -> Interrupted {
+        let cluster = PgCluster::start(15);
+        // Enough incompressible data that the backup takes a while and writes several packs.
+        cluster.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 600000) g");
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(work.path(), &cluster, &[]);
+        let first = ok(cairn(&repo, &["backup", "--instance", "main", "--no-validate"]));
+        // New data since the first backup (so the next one writes packs while copying); the
+        // old table is unchanged, so its chunks are reused.
+        cluster.psql("CREATE TABLE more AS SELECT g, md5((g * 3)::text) || md5((g * 5)::text) AS v FROM generate_series(1, 900000) g; CHECKPOINT");
+        Interrupted { cluster, work, repo, first }
+    }
+
+    fn manifests(&self) -> usize {
+        std::fs::read_dir(self.repo.join("manifests")).map_or(0, |d| d.count())
+    }
+
+    fn packs(&self) -> usize {
+        let dirs = std::fs::read_dir(self.repo.join("data")).into_iter().flatten().flatten();
+        dirs.map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count())).sum::<usize>()
+    }
+
+    /// A backup started in the background, once it has begun its copy and stored a new pack.
+    fn backup_under_way(&self) -> std::process::Child {
+        let (manifests, packs) = (self.manifests(), self.packs());
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
+            .env("CAIRN_PASSWORD", "demo password")
+            .args(["backup", "--instance", "main", "-B", self.repo.to_str().unwrap(), "--format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The RUNNING record appears as the copy starts; the copy then takes seconds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while (self.manifests() == manifests || self.packs() == packs)
+            && std::time::Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be interrupted");
+        child
+    }
+
+    /// The interrupted backup shows as ERROR, never OK; the repository checks clean, the
+    /// first backup validates, and the next backup succeeds, reusing what the first stored.
+    fn nothing_is_harmed(&self) {
+        let shown = ok(cairn(&self.repo, &["show", "--instance", "main"]));
+        let statuses: Vec<&str> =
+            shown.as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["DONE", "ERROR"], "{shown}");
+        ok(cairn(&self.repo, &["check", "--read-data"]));
+        ok(cairn(&self.repo, &["validate", "--instance", "main", "-i", self.first["id"].as_str().unwrap()]));
+        let next = ok(cairn(&self.repo, &["backup", "--instance", "main"]));
+        assert_eq!(next["status"], "OK");
+        assert!(next["reused_chunks"].as_u64().unwrap() * 2 > next["chunks"].as_u64().unwrap(), "{next}");
+        let target = self.work.path().join("restored");
+        ok(cairn(&self.repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap()]));
+    }
+}
+
 #[test]
 fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
-    let cluster = PgCluster::start(15);
-    // Enough incompressible data that the backup takes a while and writes several packs.
-    cluster.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 600000) g");
-    let work = tempfile::tempdir().unwrap();
-    let repo = repository(work.path(), &cluster, &[]);
-    let first = ok(cairn(&repo, &["backup", "--instance", "main", "--no-validate"]));
-    // New data since the first backup (so the next one writes packs while copying); the old
-    // table is unchanged, so its chunks are reused.
-    cluster.psql("CREATE TABLE more AS SELECT g, md5((g * 3)::text) || md5((g * 5)::text) AS v FROM generate_series(1, 900000) g; CHECKPOINT");
-
-    let manifests = |repo: &Path| std::fs::read_dir(repo.join("manifests")).map_or(0, |d| d.count());
-    let packs = |repo: &Path| {
-        let dirs = std::fs::read_dir(repo.join("data")).into_iter().flatten().flatten();
-        dirs.map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count())).sum::<usize>()
-    };
-    let before = manifests(&repo);
-    let packs_before = packs(&repo);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
-        .env("CAIRN_PASSWORD", "demo password")
-        .args(["backup", "--instance", "main", "-B", repo.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // The RUNNING record appears as the copy starts; the copy then takes seconds.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // Killed once it has stored a new pack: mid-way through the new table.
-    while (manifests(&repo) == before || packs(&repo) == packs_before)
-        && std::time::Instant::now() < deadline
-        && child.try_wait().unwrap().is_none()
-    {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
+    let setup = Interrupted::new();
+    let mut child = setup.backup_under_way();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    setup.nothing_is_harmed();
+}
 
-    // The killed backup shows as ERROR, never OK; the repository checks clean.
-    let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
-    let statuses: Vec<&str> =
-        shown.as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["DONE", "ERROR"], "{shown}");
-    ok(cairn(&repo, &["check", "--read-data"]));
-    ok(cairn(&repo, &["validate", "--instance", "main", "-i", first["id"].as_str().unwrap()]));
-
-    // The next backup succeeds, reusing what the first stored.
-    let next = ok(cairn(&repo, &["backup", "--instance", "main"]));
-    assert_eq!(next["status"], "OK");
-    assert!(next["reused_chunks"].as_u64().unwrap() * 2 > next["chunks"].as_u64().unwrap(), "{next}");
-    let target = work.path().join("restored");
-    ok(cairn(&repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap()]));
+#[test]
+fn a_backup_that_loses_its_connection_fails_clearly_and_damages_nothing() {
+    let setup = Interrupted::new();
+    let child = setup.backup_under_way();
+    let ended = setup.cluster.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'cairn'",
+    );
+    assert_eq!(ended, "1", "the backup's connection");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a backup without its connection cannot finish");
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("connection to the server was lost"), "{error}");
+    setup.nothing_is_harmed();
 }
 
 #[test]

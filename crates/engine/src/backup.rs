@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ pub fn backup(repo: &Repository, options: &BackupOptions, progress: &dyn Progres
     client
         .batch_execute("SET idle_session_timeout = 0; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
         .or_else(|_| client.batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"))
-        .map_err(|source| EngineError::Database { during: "preparing the session", source })?;
+        .map_err(|error| EngineError::Database { during: "preparing the session", error })?;
     let server = ServerInfo::read(&mut client)?;
     if options.require_wal_summaries {
         changes::check_summaries_on(&mut client, server.version_num)?;
@@ -196,7 +196,7 @@ struct ServerInfo {
 
 impl ServerInfo {
     fn read(client: &mut postgres::Client) -> Result<ServerInfo> {
-        let db = |source| EngineError::Database { during: "inspecting the server", source };
+        let db = |error| EngineError::Database { during: "inspecting the server", error };
         let row = client
             .query_one(
                 "SELECT current_setting('server_version_num')::int, version(), current_setting('wal_level'), \
@@ -362,7 +362,7 @@ fn take(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<Copied> {
-    let db = |during, source| EngineError::Database { during, source };
+    let db = |during, error| EngineError::Database { during, error };
     // The slot keeps every WAL segment from the start on until we have copied it.
     let slot = format!("cairn_{}", record.id.to_lowercase());
     client
@@ -434,8 +434,9 @@ fn take(
         bytes: AtomicU64::new(0),
         unchanged_files: AtomicU64::new(0),
         unchanged_bytes: AtomicU64::new(0),
+        abandoned: AtomicBool::new(false),
     };
-    copier.copy_all(&rest, options.channels.max(1))?;
+    copy_watching(client, &copier, &rest, options.channels.max(1))?;
     // pg_control is always read: it is what recovery starts from.
     let copier = Copier { parent: None, ..copier };
     copier.copy_all(&control_entries, 1)?;
@@ -586,6 +587,8 @@ struct Copier<'a> {
     /// Of those, the ones taken from the parent unread.
     unchanged_files: AtomicU64,
     unchanged_bytes: AtomicU64,
+    /// Set when the copy is given up (the connection holding the backup is gone).
+    abandoned: AtomicBool,
 }
 
 impl Copier<'_> {
@@ -595,7 +598,10 @@ impl Copier<'_> {
         std::thread::scope(|s| {
             for _ in 0..channels.min(entries.len().max(1)) {
                 s.spawn(|| {
-                    while let Some(entry) = entries.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    while let Some(entry) = entries
+                        .get(next.fetch_add(1, Ordering::Relaxed))
+                        .filter(|_| !self.abandoned.load(Ordering::Relaxed))
+                    {
                         if let Err(e) = self.copy(entry) {
                             failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                             next.store(entries.len(), Ordering::Relaxed);
@@ -664,6 +670,41 @@ impl Copier<'_> {
     }
 }
 
+/// How often the connection holding the backup is checked while the files are copied.
+const CONNECTION_CHECK: Duration = Duration::from_secs(2);
+
+/// Copies `entries` while checking, every [`CONNECTION_CHECK`], that the connection holding the
+/// backup is alive: without it the backup cannot be stopped, so a copy of terabytes is given up
+/// at once rather than found useless at its end.
+fn copy_watching(
+    client: &mut postgres::Client,
+    copier: &Copier<'_>,
+    entries: &[DataDirEntry],
+    channels: usize,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let (done, finished) = std::sync::mpsc::channel();
+        let copy = s.spawn(move || {
+            let result = copier.copy_all(entries, channels);
+            let _ = done.send(());
+            result
+        });
+        let mut lost = None;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(CONNECTION_CHECK) {
+            if let Err(e) = client.is_valid(Duration::from_secs(30)) {
+                copier.abandoned.store(true, Ordering::Relaxed);
+                lost = Some(e);
+                break;
+            }
+        }
+        let copied = copy.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match lost {
+            Some(error) => Err(EngineError::Database { during: "copying the data directory", error }),
+            None => copied,
+        }
+    })
+}
+
 const PAGE: usize = 8192;
 
 impl Copier<'_> {
@@ -697,7 +738,7 @@ impl Copier<'_> {
         let first_block = entry.relation().map_or(0, |r| relation_block(r.segment, 0));
         let mut store = self.writer.file();
         let mut offset = 0u64;
-        loop {
+        while !self.abandoned.load(Ordering::Relaxed) {
             let piece = offset / piece_size;
             let reusable = parent_piece(piece);
             if let (Some(id), Some(changes)) = (reusable, &changes) {

@@ -21,8 +21,10 @@ pub enum EngineError {
     Connect { target: String, reason: String },
     #[error("the database server cannot be backed up: {0}")]
     Server(String),
-    #[error("database error during {during}: {source}")]
-    Database { during: &'static str, source: postgres::Error },
+    /// Not a `source`: [`describe`] gives the whole story once, where the error chain would
+    /// repeat tokio-postgres's words.
+    #[error("database error during {during}: {}", describe(error))]
+    Database { during: &'static str, error: postgres::Error },
     #[error(
         "corrupt data page(s) found: {0}; fix the cluster, or back up anyway with --skip-block-validation"
     )]
@@ -71,3 +73,37 @@ impl EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What a database error says: the server's own message (with its detail and hint), or, when
+/// the connection broke, that it did and what to do.
+fn describe(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            text += &format!(" ({detail})");
+        }
+        if let Some(hint) = db.hint() {
+            text += &format!("; hint: {hint}");
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut lost = error.is_closed();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        lost |= c.is::<std::io::Error>();
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text += &format!(": {said}");
+        }
+        cause = c.source();
+    }
+    if lost {
+        text = format!(
+            "the connection to the server was lost ({text}): the server was stopped or restarted, or the \
+             session was ended (pg_terminate_backend, a timeout, the network); run the command again once \
+             the server is reachable"
+        );
+    }
+    text
+}

@@ -78,7 +78,7 @@ impl Server {
                 "SELECT current_setting('server_version_num')::int, version(), current_setting('server_version')",
                 &[],
             )
-            .map_err(|source| EngineError::Database { during: "inspecting the server", source })?;
+            .map_err(|error| EngineError::Database { during: "inspecting the server", error })?;
         let version_num = row.get::<_, i32>(0) as u32;
         let flavor = Flavor::detect(version_num, &row.get::<_, String>(1))
             .map_err(|e| EngineError::Server(e.to_string()))?;

@@ -116,7 +116,7 @@ fn summaries_off(client: &mut postgres::Client, version_num: u32) -> Result<Opti
     }
     let on: String = client
         .query_one("SHOW summarize_wal", &[])
-        .map_err(|source| EngineError::Database { during: "reading WAL summaries", source })?
+        .map_err(|error| EngineError::Database { during: "reading WAL summaries", error })?
         .get(0);
     Ok((on != "on").then(|| "summarize_wal is off".into()))
 }
@@ -135,7 +135,7 @@ pub(crate) fn from_wal_summaries(
     if let Some(why) = summaries_off(client, version_num)? {
         return Ok(Err(why));
     }
-    let db = |source| EngineError::Database { during: "reading WAL summaries", source };
+    let db = |error| EngineError::Database { during: "reading WAL summaries", error };
     let tli = i64::from(timeline.get());
     let deadline = Instant::now() + wait;
     loop {

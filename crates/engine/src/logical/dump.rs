@@ -190,7 +190,7 @@ fn check(options: &LogicalBackupOptions) -> Result<()> {
 /// The databases to dump: the ones named (which must exist), or every one that accepts
 /// connections.
 fn databases(client: &mut postgres::Client, options: &LogicalBackupOptions) -> Result<Vec<String>> {
-    let db = |source| EngineError::Database { during: "listing databases", source };
+    let db = |error| EngineError::Database { during: "listing databases", error };
     let rows = client
         .query("SELECT datname, datallowconn AND NOT datistemplate FROM pg_database ORDER BY datname", &[])
         .map_err(db)?;

@@ -332,7 +332,7 @@ impl Loader<'_> {
         let into = self.options.new_name.clone().unwrap_or_else(|| database.to_string());
         let exists = !admin
             .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&into])
-            .map_err(|source| EngineError::Database { during: "looking for the target database", source })?
+            .map_err(|error| EngineError::Database { during: "looking for the target database", error })?
             .is_empty();
         let files: Vec<&FileEntry> = self
             .entries
@@ -418,7 +418,7 @@ impl Loader<'_> {
         let connection = self.connection.to_database(database);
         let mut client = connect(&connection)?;
         let db =
-            |source| EngineError::Database { during: "looking for what the restore would replace", source };
+            |error| EngineError::Database { during: "looking for what the restore would replace", error };
         let mut schemas = Vec::new();
         for schema in chosen.schemas.iter().chain(chosen.relations.iter().map(|(s, _)| s)) {
             let found =
@@ -460,7 +460,7 @@ impl Loader<'_> {
 
     /// Drops a database; when the connection is to that database, from `template1` instead.
     fn drop_database(&self, admin: &mut postgres::Client, name: &str) -> Result<()> {
-        let db = |source| EngineError::Database { during: "dropping the database", source };
+        let db = |error| EngineError::Database { during: "dropping the database", error };
         let current: String = admin.query_one("SELECT current_database()::text", &[]).map_err(db)?.get(0);
         if current == name {
             *admin = connect(&self.connection.to_database("template1"))?;
@@ -565,7 +565,7 @@ impl Loader<'_> {
     fn create_database(&self, admin: &mut postgres::Client, name: &str) -> Result<()> {
         admin
             .batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name)))
-            .map_err(|source| EngineError::Database { during: "creating the database", source })
+            .map_err(|error| EngineError::Database { during: "creating the database", error })
     }
 
     /// Drops the database `name` this restore made after `error`, which is returned; with
@@ -683,7 +683,7 @@ impl Loader<'_> {
         let mut sql = String::from_utf8_lossy(&sql).into_owned();
         let mut warnings = Vec::new();
         if !self.options.clean {
-            let db = |source| EngineError::Database { during: "listing roles and tablespaces", source };
+            let db = |error| EngineError::Database { during: "listing roles and tablespaces", error };
             let names = |admin: &mut postgres::Client, query: &str| -> Result<Vec<String>> {
                 Ok(admin.query(query, &[]).map_err(db)?.iter().map(|r| r.get(0)).collect())
             };

@@ -26,7 +26,7 @@ pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mu
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
-        .map_err(|source| EngineError::Database { during: "starting the copy", source })?;
+        .map_err(|error| EngineError::Database { during: "starting the copy", error })?;
     let mut seen = Vec::new();
     for table in &dump.options.tables {
         let (schema, name) = resolve(&mut tx, database, table)?;
@@ -54,7 +54,7 @@ pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mu
         dump.add(&path, size, chunks, meta, done)?;
         done.rows += rows.rows;
     }
-    tx.commit().map_err(|source| EngineError::Database { during: "ending the copy", source })
+    tx.commit().map_err(|error| EngineError::Database { during: "ending the copy", error })
 }
 
 /// Settings that make the text of times, intervals and floats the same in every session:
@@ -62,7 +62,7 @@ pub(super) fn dump(dump: &Dump<'_>, database: &str, range: &TimeRange, done: &mu
 fn session(client: &mut postgres::Client) -> Result<()> {
     client
         .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'")
-        .map_err(|source| EngineError::Database { during: "setting up the session", source })?;
+        .map_err(|error| EngineError::Database { during: "setting up the session", error })?;
     // Full float precision; servers that lack the setting print floats their own way.
     let _ = client.batch_execute("SET extra_float_digits = 3");
     Ok(())
@@ -80,9 +80,8 @@ pub(super) fn normalize(
     let connection = connection.to_database(database);
     let mut client = connect(&connection)?;
     session(&mut client)?;
-    let mut tx = client
-        .transaction()
-        .map_err(|source| EngineError::Database { during: "reading the range", source })?;
+    let mut tx =
+        client.transaction().map_err(|error| EngineError::Database { during: "reading the range", error })?;
     let mut types: Vec<String> = Vec::new();
     for table in tables {
         let (schema, name) = resolve(&mut tx, database, table)?;
@@ -203,9 +202,8 @@ pub(super) fn load(
     let connection = connection.to_database(database);
     let mut client = connect(&connection)?;
     session(&mut client)?;
-    let mut tx = client
-        .transaction()
-        .map_err(|source| EngineError::Database { during: "starting the load", source })?;
+    let mut tx =
+        client.transaction().map_err(|error| EngineError::Database { during: "starting the load", error })?;
     check(&mut tx, database, stored, range, clean)?;
     let mut rows = 0;
     for s in stored {
@@ -233,7 +231,7 @@ pub(super) fn load(
         rows += writer.finish().map_err(|e| copy_error(database, &s.schema, &s.table, e))?;
         progress.advance(s.entry.size);
     }
-    tx.commit().map_err(|source| EngineError::Database { during: "ending the load", source })?;
+    tx.commit().map_err(|error| EngineError::Database { during: "ending the load", error })?;
     Ok(rows)
 }
 
@@ -250,7 +248,7 @@ pub(super) fn refusals(
     session(&mut client)?;
     let mut tx = client
         .transaction()
-        .map_err(|source| EngineError::Database { during: "checking the target", source })?;
+        .map_err(|error| EngineError::Database { during: "checking the target", error })?;
     check(&mut tx, database, stored, range, clean)
 }
 
@@ -320,7 +318,7 @@ fn statement(
             "SELECT format($1::text, $2::text, $3::text, $4::text, $5::text, $4::text, $6::text)",
             &[&template, &schema, &table, &range.column, &range.from, &range.to],
         )
-        .map_err(|source| EngineError::Database { during: "preparing a statement", source })?;
+        .map_err(|error| EngineError::Database { during: "preparing a statement", error })?;
     Ok(row.get(0))
 }
 
