@@ -19,6 +19,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in logs and captured output.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let format = cli.global.format;
     // A failed restore_command must not look like "no such file" (status 1), or the server

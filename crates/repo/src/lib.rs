@@ -34,5 +34,5 @@ pub use files::{FileHeader, PutOutcome};
 pub use id::{ChunkId, Id};
 pub use manifest::{EntryKind, FileEntry, Manifest};
 pub use prune::{prune, PruneOptions, PruneSummary};
-pub use repository::{parallel_map, InitOptions, KeyInfo, Repository};
+pub use repository::{parallel_map, InitOptions, KeyInfo, Repository, MAX_READERS};
 pub use writer::{FileStore, WriteStats, Writer, WriterOptions};

@@ -414,15 +414,16 @@ impl Repository {
         Ok(written)
     }
 
-    /// Restores many files at once on `channels` threads: `open` gives the writer for each
-    /// entry, and each file's chunks are written to it in order. Returns the bytes written.
+    /// Restores many files at once on `channels` threads (at most [`MAX_READERS`]): `open` gives
+    /// the writer for each entry, and each file's chunks are written to it in order. Returns
+    /// the bytes written.
     pub fn restore_files<W: Write>(
         &self,
         entries: &[FileEntry],
         channels: usize,
         open: impl Fn(&FileEntry) -> Result<W> + Sync,
     ) -> Result<u64> {
-        let written = parallel_map(entries, channels, |entry| {
+        let written = parallel_map(entries, channels.min(MAX_READERS), |entry| {
             let mut out = open(entry)?;
             let n = self.restore_file(&entry.chunks, &mut out)?;
             out.flush().map_err(|e| RepoError::io(format!("writing {}", entry.path), e))?;
@@ -487,10 +488,18 @@ struct RangedRead {
     blobs: std::ops::Range<usize>,
 }
 
+/// Threads reading chunks back at once (restore, validate), at most: each holds a ranged read
+/// of up to [`MAX_READ`] and a 2 MiB staging buffer, and the memory bound (256 MiB) holds at
+/// this many whatever `-j` asks for.
+pub const MAX_READERS: usize = 16;
+
+/// The largest ranged read of a pack (plus one blob): large enough to amortise a request to
+/// object storage, small enough that [`MAX_READERS`] of them fit in memory.
+const MAX_READ: u64 = 4 << 20;
+
 /// The reads that fetch `locations` in order: neighbouring blobs of one pack together, up to
-/// 16 MiB a read.
+/// [`MAX_READ`] a read.
 fn ranged_reads(locations: &[Location]) -> Vec<RangedRead> {
-    const MAX_READ: u64 = 16 << 20;
     let mut reads = Vec::new();
     let mut i = 0;
     while i < locations.len() {

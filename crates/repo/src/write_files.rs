@@ -14,7 +14,7 @@ use cairn_storage::direct;
 
 use crate::error::{RepoError, Result};
 use crate::manifest::FileEntry;
-use crate::repository::Repository;
+use crate::repository::{Repository, MAX_READERS};
 
 /// About how much of a file one piece holds.
 const PIECE: u64 = 16 << 20;
@@ -73,13 +73,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Repository {
-    /// Writes the content of `entries` into files on `channels` threads: files larger than a
-    /// piece (about 16 MiB) are cut into pieces, each written at its place, so that one large
-    /// file does not leave the other threads idle. `create` makes an entry's file (called once,
-    /// by the first piece to start); `finish` is called once its last piece is written. Files
-    /// are taken in order, so few are open at a time. Large files whose pieces all start on a
-    /// block boundary are written past the page cache ([`cairn_storage::direct`]). Returns the
-    /// bytes written.
+    /// Writes the content of `entries` into files on `channels` threads (at most
+    /// [`MAX_READERS`]): files larger than a piece (about 16 MiB) are cut into pieces, each
+    /// written at its place, so that one large file does not leave the other threads idle.
+    /// `create` makes an entry's file (called once, by the first piece to start); `finish` is
+    /// called once its last piece is written. Files are taken in order, so few are open at a
+    /// time. Large files whose pieces all start on a block boundary are written past the page
+    /// cache ([`cairn_storage::direct`]). Returns the bytes written.
     pub fn write_files(
         &self,
         entries: &[FileEntry],
@@ -174,7 +174,7 @@ impl Repository {
         };
         let outcome = Mutex::new(Ok(0));
         std::thread::scope(|s| {
-            for _ in 0..channels.clamp(1, pieces.len().max(1)) {
+            for _ in 0..channels.clamp(1, MAX_READERS).min(pieces.len().max(1)) {
                 s.spawn(|| loop {
                     let Some(i) = lock(&schedule).take() else { break };
                     let result = write_piece(i);

@@ -260,3 +260,42 @@ fn blobs_in_each_others_place_are_refused_in_both_format_versions() {
         assert!(!report.is_ok(), "version {version}: check finds the swap");
     }
 }
+
+/// Memory stays bounded whatever `-j` asks: however many channels are given, no more than
+/// `MAX_READERS` threads read and write at once.
+#[test]
+fn restores_read_on_at_most_max_readers_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(fs_storage(&dir.path().join("repo")), Encryption::Aes256Gcm);
+    let files: Vec<StoredFile> =
+        (0..64).map(|i| StoredFile { path: format!("f{i}"), data: noise(256 << 10, i) }).collect();
+    let (id, _) = backup(&repo, &files, 2);
+    let entries = restore_entries(&repo, &id);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+    let seen = || _ = threads.lock().unwrap().insert(std::thread::current().id());
+    repo.write_files(
+        &entries,
+        255,
+        |e| {
+            seen();
+            // Slow enough that every thread the restore starts takes a file.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(std::fs::File::create_new(out.join(&e.path)).unwrap())
+        },
+        |_, _| Ok(()),
+        |_| seen(),
+    )
+    .unwrap();
+    let used = threads.into_inner().unwrap().len();
+    assert!((2..=cairn_repo::MAX_READERS).contains(&used), "{used} threads");
+    let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+    repo.restore_files(&entries, 255, |_| {
+        threads.lock().unwrap().insert(std::thread::current().id());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(std::io::sink())
+    })
+    .unwrap();
+    assert!(threads.into_inner().unwrap().len() <= cairn_repo::MAX_READERS);
+}

@@ -52,7 +52,7 @@ pub fn restore(
     let unchanged = AtomicU64::new(0);
     let (control, rest): (Vec<&Target>, Vec<&Target>) =
         files.iter().partition(|(_, e)| e.path == "global/pg_control");
-    for (batch, threads) in [(rest, channels), (control, 1)] {
+    for (batch, threads) in [(rest, channels.min(cairn_repo::MAX_READERS)), (control, 1)] {
         cairn_repo::parallel_map(&batch, threads, |(path, entry)| {
             let n = bring(repo, path, entry)?;
             if n == 0 {
