@@ -131,6 +131,27 @@ pub fn decompress_into(codec: Codec, data: &[u8], raw_len: usize, out: &mut Vec<
     Ok(())
 }
 
+/// [`decompress_into`] straight into `out`, which is as long as the chunk (a restore opens
+/// chunks into the buffer it writes from).
+pub fn decompress_to(codec: Codec, data: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let len = match codec {
+        Codec::Raw if data.len() == out.len() => {
+            out.copy_from_slice(data);
+            data.len()
+        }
+        Codec::Raw => data.len(),
+        Codec::Zstd => DECOMPRESSOR.with(|d| match &mut *d.borrow_mut() {
+            Ok(d) => d.decompress_to_buffer(data, out).map_err(|e| format!("zstd: {e}")),
+            Err(e) => Err(format!("zstd: {e}")),
+        })?,
+        Codec::Lz4 => lz4_flex::block::decompress_into(data, out).map_err(|e| format!("lz4: {e}"))?,
+    };
+    if len != out.len() {
+        return Err(format!("decompressed to {len} bytes, expected {}", out.len()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +163,13 @@ mod tests {
             let compression = [Compression::None, Compression::Zstd { level: 3 }, Compression::Lz4][which as usize];
             let mut c = Compressor::new(compression).unwrap();
             let (codec, stored) = c.compress(&data).unwrap_or((Codec::Raw, data.clone()));
-            prop_assert_eq!(decompress(codec, &stored, data.len()).unwrap(), data);
+            prop_assert_eq!(&decompress(codec, &stored, data.len()).unwrap(), &data);
+            let mut out = vec![0; data.len()];
+            decompress_to(codec, &stored, &mut out).unwrap();
+            prop_assert_eq!(&out, &data);
+            if !data.is_empty() {
+                prop_assert!(decompress_to(codec, &stored, &mut out[1..]).is_err(), "a wrong length is refused");
+            }
         }
     }
 

@@ -155,10 +155,21 @@ impl Repository {
             let mut out =
                 direct::DirectWriter::new(&file.file, piece.offset, direct).taking_turns(&file.turn);
             let mut bytes = 0;
-            self.for_each_chunk(&entry.chunks[piece.chunks.clone()], &mut |data| {
-                out.write(data).map_err(io_error)?;
-                bytes += data.len() as u64;
-                written(data.len() as u64);
+            // Chunks are opened straight into the writer's staging buffer where they fit.
+            self.for_each_chunk_into(&entry.chunks[piece.chunks.clone()], &mut |len, open| {
+                match out.room(len).map_err(io_error)? {
+                    Some(room) => {
+                        open(room)?;
+                        out.commit(len).map_err(io_error)?;
+                    }
+                    None => {
+                        let mut chunk = vec![0; len];
+                        open(&mut chunk)?;
+                        out.write(&chunk).map_err(io_error)?;
+                    }
+                }
+                bytes += len as u64;
+                written(len as u64);
                 Ok(())
             })?;
             out.finish().map_err(io_error)?;

@@ -255,6 +255,19 @@ fn blobs_in_each_others_place_are_refused_in_both_format_versions() {
         let entries = restore_entries(&repo, &id);
         let failure = repo.restore_files(&entries, 1, |_| Ok(std::io::sink())).expect_err("swapped blobs");
         assert!(matches!(failure, RepoError::Damaged { .. }), "version {version}: {failure}");
+        // The same through write_files, which opens chunks straight into its staging buffers.
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let failure = repo
+            .write_files(
+                &entries,
+                1,
+                |e| Ok(std::fs::File::create(out.join(&e.path)).unwrap()),
+                |_, _| Ok(()),
+                |_| {},
+            )
+            .expect_err("swapped blobs");
+        assert!(matches!(failure, RepoError::Damaged { .. }), "version {version}: {failure}");
         let report =
             cairn_repo::check(&repo, &cairn_repo::CheckOptions { read_data: true, channels: 1 }).unwrap();
         assert!(!report.is_ok(), "version {version}: check finds the swap");
