@@ -96,43 +96,13 @@ thread_local! {
 
 /// Restores a blob to `raw_len` bytes.
 pub fn decompress(codec: Codec, data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    decompress_into(codec, data, raw_len, &mut out)?;
+    let mut out = vec![0; raw_len];
+    decompress_to(codec, data, &mut out)?;
     Ok(out)
 }
 
-/// [`decompress`] into `out`, reusing its allocation.
-pub fn decompress_into(codec: Codec, data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    let len = match codec {
-        Codec::Raw => {
-            out.clear();
-            out.extend_from_slice(data);
-            data.len()
-        }
-        // Into the vector's capacity, without zeroing it first.
-        Codec::Zstd => DECOMPRESSOR.with(|d| match &mut *d.borrow_mut() {
-            Ok(d) => {
-                out.clear();
-                out.reserve(raw_len);
-                d.decompress_to_buffer(data, out).map_err(|e| format!("zstd: {e}"))
-            }
-            Err(e) => Err(format!("zstd: {e}")),
-        })?,
-        Codec::Lz4 => {
-            out.resize(raw_len, 0);
-            let n = lz4_flex::block::decompress_into(data, out).map_err(|e| format!("lz4: {e}"))?;
-            out.truncate(n);
-            n
-        }
-    };
-    if len != raw_len {
-        return Err(format!("decompressed to {len} bytes, expected {raw_len}"));
-    }
-    Ok(())
-}
-
-/// [`decompress_into`] straight into `out`, which is as long as the chunk (a restore opens
-/// chunks into the buffer it writes from).
+/// [`decompress`] straight into `out`, which is as long as the chunk (a restore opens chunks
+/// into the buffer it writes from).
 pub fn decompress_to(codec: Codec, data: &[u8], out: &mut [u8]) -> Result<(), String> {
     let len = match codec {
         Codec::Raw if data.len() == out.len() => {

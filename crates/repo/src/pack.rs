@@ -1,7 +1,7 @@
 //! Pack files: many sealed blobs back to back, then a sealed header listing them, then the
 //! header's length. A pack is named by the BLAKE3 hash of all its bytes.
 
-use crate::compression::{decompress_into, decompress_to, Codec};
+use crate::compression::{decompress_to, Codec};
 use crate::crypto::Crypto;
 use crate::error::{RepoError, Result};
 use crate::id::{ChunkId, Id};
@@ -141,35 +141,21 @@ fn damaged(pack_id: &Id, reason: &str) -> RepoError {
 /// Opens one stored blob back into its chunk and hashes it against its id, whatever the
 /// format version (`check --read-data`: also proof that the writer named it right).
 pub fn open_blob(crypto: &Crypto, entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
-    let mut buffers = BlobBuffers::default();
-    open(crypto, entry, stored, &mut buffers, true)?;
-    Ok(match entry.codec {
-        Codec::Raw => buffers.plain,
-        _ => buffers.chunk,
-    })
+    let mut chunk = vec![0; entry.raw_len as usize];
+    open(crypto, entry, stored, &mut BlobBuffers::default(), &mut chunk, true)?;
+    Ok(chunk)
 }
 
-/// Buffers reused from blob to blob by [`open_blob_with`].
+/// A buffer reused from blob to blob by [`open_blob_to`].
 #[derive(Debug, Default)]
 pub struct BlobBuffers {
     plain: Vec<u8>,
-    chunk: Vec<u8>,
 }
 
-/// Opens a blob into reusable buffers (a restore opens one blob per chunk): the chunk, proven
-/// to be the chunk of its id, valid until the next call. Where blobs are bound to their ids
-/// ([`Crypto::blobs_bound`]) authentication is that proof; otherwise the content is hashed.
-pub fn open_blob_with<'a>(
-    crypto: &Crypto,
-    entry: &BlobEntry,
-    stored: &[u8],
-    buffers: &'a mut BlobBuffers,
-) -> Result<&'a [u8], String> {
-    open(crypto, entry, stored, buffers, !crypto.blobs_bound())
-}
-
-/// [`open_blob_with`] straight into `chunk`, which is as long as the chunk: a restore opens
-/// chunks into the buffer it writes from, saving a copy.
+/// Opens a blob straight into `chunk`, which is as long as the chunk (a restore opens chunks
+/// into the buffer it writes from), proven to be the chunk of its id. Where blobs are bound to
+/// their ids ([`Crypto::blobs_bound`]) authentication is that proof; otherwise the content is
+/// hashed.
 pub fn open_blob_to(
     crypto: &Crypto,
     entry: &BlobEntry,
@@ -177,35 +163,23 @@ pub fn open_blob_to(
     buffers: &mut BlobBuffers,
     chunk: &mut [u8],
 ) -> Result<(), String> {
-    crypto.open_blob_into(&entry.id, stored, &mut buffers.plain).map_err(|e| e.to_string())?;
-    decompress_to(entry.codec, &buffers.plain, chunk)?;
-    if !crypto.blobs_bound() && crypto.chunk_id(chunk) != entry.id {
-        return Err("content does not match the chunk id".into());
-    }
-    Ok(())
+    open(crypto, entry, stored, buffers, chunk, !crypto.blobs_bound())
 }
 
-fn open<'a>(
+fn open(
     crypto: &Crypto,
     entry: &BlobEntry,
     stored: &[u8],
-    buffers: &'a mut BlobBuffers,
+    buffers: &mut BlobBuffers,
+    chunk: &mut [u8],
     rehash: bool,
-) -> Result<&'a [u8], String> {
+) -> Result<(), String> {
     crypto.open_blob_into(&entry.id, stored, &mut buffers.plain).map_err(|e| e.to_string())?;
-    let raw_len = entry.raw_len as usize;
-    let chunk = match entry.codec {
-        Codec::Raw if buffers.plain.len() == raw_len => &buffers.plain,
-        Codec::Raw => return Err(format!("stored raw as {} bytes, expected {raw_len}", buffers.plain.len())),
-        codec => {
-            decompress_into(codec, &buffers.plain, raw_len, &mut buffers.chunk)?;
-            &buffers.chunk
-        }
-    };
+    decompress_to(entry.codec, &buffers.plain, chunk)?;
     if rehash && crypto.chunk_id(chunk) != entry.id {
         return Err("content does not match the chunk id".into());
     }
-    Ok(chunk)
+    Ok(())
 }
 
 #[cfg(test)]

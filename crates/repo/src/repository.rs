@@ -18,7 +18,7 @@ use crate::keys::KeyFile;
 use crate::layout::{self, Kind};
 use crate::manifest::{EntryParser, FileEntry, Manifest};
 use crate::object;
-use crate::pack::{self, BlobEntry};
+use crate::pack;
 
 /// How a new repository is made.
 #[derive(Debug, Clone)]
@@ -447,42 +447,28 @@ impl Repository {
         chunks: &[ChunkId],
         each: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        let mut buffers = pack::BlobBuffers::default();
-        self.for_each_blob(chunks, &mut |(path, blob, stored)| {
-            let chunk = pack::open_blob_with(&self.crypto, blob, stored, &mut buffers)
-                .map_err(|reason| damaged_blob(path, blob, reason))?;
-            each(chunk)
+        // Grown to the largest chunk once, never zeroed again.
+        let mut chunk = Vec::new();
+        self.for_each_chunk_into(chunks, &mut |len, open| {
+            chunk.resize(len, 0);
+            open(&mut chunk)?;
+            each(&chunk)
         })
     }
 
-    /// [`for_each_chunk`](Self::for_each_chunk) that opens each chunk into a buffer of the
-    /// caller's (a restore's staging buffer, saving a copy): `each` gets the chunk's length and
-    /// a function that opens the chunk into a buffer of that length.
+    /// [`for_each_chunk`](Self::for_each_chunk) into buffers of the caller's (a restore's
+    /// staging buffer, saving a copy): `each` gets each chunk's length and a function that
+    /// opens the chunk into a buffer of that length. Neighbouring blobs of one pack are fetched
+    /// with a single ranged read, and the next such read is asked for ahead.
     pub(crate) fn for_each_chunk_into(
         &self,
         chunks: &[ChunkId],
         each: &mut dyn FnMut(usize, OpenInto<'_>) -> Result<()>,
     ) -> Result<()> {
-        let mut buffers = pack::BlobBuffers::default();
-        self.for_each_blob(chunks, &mut |(path, blob, stored)| {
-            each(blob.raw_len as usize, &mut |chunk| {
-                pack::open_blob_to(&self.crypto, blob, stored, &mut buffers, chunk)
-                    .map_err(|reason| damaged_blob(path, blob, reason))
-            })
-        })
-    }
-
-    /// Calls `each` with each blob of `chunks` as stored, in order, and the pack it is in;
-    /// neighbouring blobs of one pack are fetched with a single ranged read, and the next such
-    /// read is asked for ahead.
-    fn for_each_blob(
-        &self,
-        chunks: &[ChunkId],
-        each: &mut dyn FnMut(StoredBlob<'_>) -> Result<()>,
-    ) -> Result<()> {
         let locations = chunks.iter().map(|c| self.locate(c)).collect::<Result<Vec<_>>>()?;
         let reads = ranged_reads(&locations);
         let mut run = Vec::new();
+        let mut buffers = pack::BlobBuffers::default();
         for (k, read) in reads.iter().enumerate() {
             if let Some(next) = reads.get(k + 1) {
                 self.storage.will_read(&next.path, next.range.clone());
@@ -491,7 +477,12 @@ impl Repository {
             for loc in &locations[read.blobs.clone()] {
                 let b = &loc.blob;
                 let at = (b.offset as u64 - read.range.start) as usize;
-                each((&read.path, b, &run[at..at + b.stored_len as usize]))?;
+                let stored = &run[at..at + b.stored_len as usize];
+                each(b.raw_len as usize, &mut |chunk| {
+                    pack::open_blob_to(&self.crypto, b, stored, &mut buffers, chunk).map_err(|reason| {
+                        RepoError::damaged("blob", format!("{} chunk {}", read.path, b.id.short()), reason)
+                    })
+                })?;
             }
         }
         Ok(())
@@ -553,13 +544,6 @@ fn ranged_reads(locations: &[Location]) -> Vec<RangedRead> {
 
 /// Opens a chunk into the buffer given, which is as long as the chunk.
 type OpenInto<'a> = &'a mut dyn FnMut(&mut [u8]) -> Result<()>;
-
-/// A blob as stored: the pack it is in, its entry, its bytes.
-type StoredBlob<'a> = (&'a str, &'a BlobEntry, &'a [u8]);
-
-fn damaged_blob(pack: &str, blob: &BlobEntry, reason: String) -> RepoError {
-    RepoError::damaged("blob", format!("{pack} chunk {}", blob.id.short()), reason)
-}
 
 /// Whether anything of a repository is at this storage location.
 fn exists(storage: &dyn Storage) -> Result<bool> {

@@ -103,11 +103,8 @@ impl<'f> DirectWriter<'f> {
             let n = (MAX_STAGED - self.staged).min(data.len());
             let staged = self.staged;
             self.staging()[staged..staged + n].copy_from_slice(&data[..n]);
-            self.staged += n;
+            self.commit(n)?;
             data = &data[n..];
-            if self.staged >= STAGING {
-                self.write_staged(self.staged == MAX_STAGED)?;
-            }
         }
         Ok(())
     }
@@ -149,8 +146,7 @@ impl<'f> DirectWriter<'f> {
             self.staging()[staged..padded].fill(0);
             self.staged = padded;
         }
-        let _turn = self.turn.map(|t| t.lock().unwrap_or_else(PoisonError::into_inner));
-        self.write_out()?;
+        self.write_staged(true)?;
         if self.at != end {
             self.file.set_len(end)?;
         }
@@ -179,10 +175,6 @@ impl<'f> DirectWriter<'f> {
                 Err(TryLockError::WouldBlock) => return Ok(()),
             },
         };
-        self.write_out()
-    }
-
-    fn write_out(&mut self) -> io::Result<()> {
         let (file, at, staged) = (self.file, self.at, self.staged);
         let len = if self.direct { staged - staged % BLOCK as usize } else { staged };
         let staging = self.staging();
@@ -191,23 +183,6 @@ impl<'f> DirectWriter<'f> {
         self.at += len as u64;
         self.staged -= len;
         Ok(())
-    }
-}
-
-impl std::fmt::Debug for DirectWriter<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectWriter")
-            .field("at", &self.at)
-            .field("direct", &self.direct)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for DirectWriter<'_> {
-    fn drop(&mut self) {
-        if !self.buf.is_empty() {
-            SPARE.set(std::mem::take(&mut self.buf));
-        }
     }
 }
 
@@ -228,9 +203,34 @@ fn write_at(file: &File, data: &[u8], at: u64) -> io::Result<()> {
     }
 }
 
+impl std::fmt::Debug for DirectWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectWriter")
+            .field("at", &self.at)
+            .field("direct", &self.direct)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DirectWriter<'_> {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            SPARE.set(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new empty file `f` in a temporary directory (gone with the directory).
+    fn new_file() -> (tempfile::TempDir, std::path::PathBuf, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        (dir, path, file)
+    }
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
@@ -258,9 +258,7 @@ mod tests {
 
     #[test]
     fn runs_written_out_of_order_make_one_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
+        let (_dir, path, file) = new_file();
         let direct = enable(&file);
         let data = pattern(5 * STAGING + 777);
         // The last run (with the padded tail) first, then the others from the end.
@@ -275,9 +273,7 @@ mod tests {
 
     #[test]
     fn unaligned_writes_to_a_direct_file_go_through_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
+        let (_dir, path, file) = new_file();
         let direct = enable(&file);
         let data = pattern(2 * STAGING);
         let mut head = DirectWriter::new(&file, 0, false);
@@ -291,9 +287,7 @@ mod tests {
 
     #[test]
     fn a_writer_whose_file_is_busy_stages_instead_of_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
+        let (_dir, path, file) = new_file();
         let direct = enable(&file);
         let data = pattern(MAX_STAGED + STAGING);
         let turn = Mutex::new(());
@@ -310,9 +304,7 @@ mod tests {
 
     #[test]
     fn threads_taking_turns_make_one_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
+        let (_dir, path, file) = new_file();
         let direct = enable(&file);
         let data = pattern(8 * MAX_STAGED + 777);
         let turn = Mutex::new(());
@@ -335,9 +327,7 @@ mod tests {
 
     #[test]
     fn bytes_filled_in_place_come_out_as_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
+        let (_dir, path, file) = new_file();
         let data = pattern(3 * MAX_STAGED + 4321);
         let turn = Mutex::new(());
         let mut writer = DirectWriter::new(&file, 0, enable(&file)).taking_turns(&turn);
