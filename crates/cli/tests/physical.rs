@@ -117,12 +117,14 @@ impl Interrupted {
         dirs.map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count())).sum::<usize>()
     }
 
-    /// A backup started in the background, once it has begun its copy and stored a new pack.
-    fn backup_under_way(&self) -> std::process::Child {
+    /// A backup (with `extra` options) started in the background, once it has begun its copy
+    /// and stored a new pack.
+    fn backup_under_way(&self, extra: &[&str]) -> std::process::Child {
         let (manifests, packs) = (self.manifests(), self.packs());
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"))
             .env("CAIRN_PASSWORD", "demo password")
             .args(["backup", "--instance", "main", "-B", self.repo.to_str().unwrap(), "--format", "json"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -159,7 +161,7 @@ impl Interrupted {
 #[test]
 fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
     let setup = Interrupted::new();
-    let mut child = setup.backup_under_way();
+    let mut child = setup.backup_under_way(&[]);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     setup.nothing_is_harmed();
@@ -168,7 +170,9 @@ fn a_backup_killed_mid_way_damages_nothing_and_the_next_one_succeeds() {
 #[test]
 fn a_backup_that_loses_its_connection_fails_clearly_and_damages_nothing() {
     let setup = Interrupted::new();
-    let child = setup.backup_under_way();
+    // Slowed down, so that the connection is ended while the backup still needs it (a
+    // backup past pg_backup_stop may finish without it).
+    let child = setup.backup_under_way(&["--limit-rate", "10M"]);
     let ended = setup.cluster.psql(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'cairn'",
     );
