@@ -100,7 +100,9 @@ impl Interrupted {
         // Enough incompressible data that the backup takes a while and writes several packs.
         cluster.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 600000) g");
         let work = tempfile::tempdir().unwrap();
-        let repo = repository(work.path(), &cluster, &[]);
+        // Small packs: the writer buffers only a few, so a rate-limited backup is held back
+        // while it copies, not after pg_backup_stop while its last packs upload.
+        let repo = repository(work.path(), &cluster, &["--pack-size", "1M"]);
         let first = ok(cairn(&repo, &["backup", "--instance", "main", "--no-validate"]));
         // New data since the first backup (so the next one writes packs while copying); the
         // old table is unchanged, so its chunks are reused.
