@@ -750,13 +750,12 @@ impl Copier<'_> {
                     continue;
                 }
             }
-            let mut data = vec![0u8; self.piece_size];
-            let n = read_full_at(file, &mut data, offset)
+            let mut data = read_piece(file, self.piece_size, offset)
                 .map_err(|e| EngineError::io(format!("reading {}", entry.source.display()), e))?;
+            let n = data.len();
             if n == 0 {
                 break;
             }
-            data.truncate(n);
             let block = first_block + (offset / PAGE as u64) as u32;
             self.check_pages(file, &mut data, offset, block, &entry.rel_path)
                 .map_err(|e| EngineError::io(format!("reading {}", entry.source.display()), e))?;
@@ -833,16 +832,20 @@ impl Copier<'_> {
     }
 }
 
-/// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+/// The `len` bytes at `offset`, fewer only at the end of the file. They are read into the
+/// buffer's spare capacity: a piece's buffer is not zeroed first.
+fn read_piece(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
             Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(filled)
+    // The allocator may have given more room than asked for, and the read filled it.
+    buf.truncate(len);
+    Ok(buf)
 }

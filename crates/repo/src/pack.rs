@@ -1,6 +1,8 @@
 //! Pack files: many sealed blobs back to back, then a sealed header listing them, then the
 //! header's length. A pack is named by the BLAKE3 hash of all its bytes.
 
+use bytes::Bytes;
+
 use crate::compression::{decompress_to, Codec};
 use crate::crypto::Crypto;
 use crate::error::{RepoError, Result};
@@ -20,23 +22,39 @@ pub struct BlobEntry {
     pub raw_len: u32,
 }
 
-/// Collects blobs until the pack is big enough to store.
+/// Collects blobs until the pack is big enough to store. Its bytes may start a few bytes into
+/// its buffer (`skip`), at an address aligned for direct I/O.
 #[derive(Debug, Default)]
 pub struct PackBuilder {
     data: Vec<u8>,
+    skip: usize,
     entries: Vec<BlobEntry>,
 }
 
+/// The alignment [`PackBuilder::with_buffer`] gives a pack's bytes: a direct write takes them
+/// from there without copying them into an aligned buffer first.
+const ALIGN: usize = cairn_storage::direct::BLOCK as usize;
+
 impl PackBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
-        PackBuilder { data: Vec::with_capacity(bytes), entries: Vec::new() }
+        PackBuilder { data: Vec::with_capacity(bytes), skip: 0, entries: Vec::new() }
+    }
+
+    /// An empty pack that fills `buffer`, reusing its allocation, with room for `bytes` (more
+    /// moves it) from an aligned address on.
+    pub fn with_buffer(mut buffer: Vec<u8>, bytes: usize) -> Self {
+        buffer.clear();
+        buffer.reserve(bytes + ALIGN);
+        let skip = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
+        buffer.resize(skip, 0);
+        PackBuilder { data: buffer, skip, entries: Vec::new() }
     }
 
     pub fn add(&mut self, id: ChunkId, codec: Codec, raw_len: u32, sealed: &[u8]) {
         self.entries.push(BlobEntry {
             id,
             codec,
-            offset: self.data.len() as u32,
+            offset: self.len() as u32,
             stored_len: sealed.len() as u32,
             raw_len,
         });
@@ -45,32 +63,22 @@ impl PackBuilder {
 
     /// Moves `other`'s blobs to the end of this pack, leaving `other` empty (its capacity kept).
     pub fn append(&mut self, other: &mut PackBuilder) {
-        let base = self.data.len() as u32;
+        let base = self.len() as u32;
         self.entries.extend(other.entries.drain(..).map(|e| BlobEntry { offset: base + e.offset, ..e }));
-        self.data.extend_from_slice(&other.data);
-        other.data.clear();
-    }
-
-    /// An empty pack that fills `buffer` (cleared), reusing its allocation.
-    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
-        buffer.clear();
-        PackBuilder { data: buffer, entries: Vec::new() }
-    }
-
-    pub fn reserve(&mut self, bytes: usize) {
-        self.data.reserve(bytes);
+        self.data.extend_from_slice(&other.data[other.skip..]);
+        other.data.truncate(other.skip);
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.len() - self.skip
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// The finished pack: its id, its bytes, and its blobs.
-    pub fn finish(self, crypto: &Crypto) -> (Id, Vec<u8>, Vec<BlobEntry>) {
+    /// The finished pack: its id, its bytes (in the builder's buffer), and its blobs.
+    pub fn finish(self, crypto: &Crypto) -> (Id, Bytes, Vec<BlobEntry>) {
         let mut header = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
         header.push(HEADER_VERSION);
         header.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -84,7 +92,8 @@ impl PackBuilder {
         let mut bytes = self.data;
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        (Id::of_object(&bytes), bytes, self.entries)
+        let id = Id::of_object(&bytes[self.skip..]);
+        (id, Bytes::from(bytes).slice(self.skip..), self.entries)
     }
 }
 
@@ -202,12 +211,47 @@ mod tests {
             let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(&open_blob(&crypto, e, stored).unwrap(), c);
         }
-        let mut bad = bytes.clone();
+        let mut bad = bytes.to_vec();
         bad[2] ^= 0x10;
         let e = &entries[0];
         assert!(open_blob(&crypto, e, &bad[..e.stored_len as usize]).is_err());
         let n = bad.len();
         bad[n - 10] ^= 1;
         assert!(read_header(&crypto, &id, &bad).is_err());
+    }
+
+    #[test]
+    fn packs_lie_aligned_in_a_reused_buffer_and_read_as_any_other() {
+        let crypto = Crypto::new(Encryption::Aes256Gcm, &MasterKey::random());
+        let mut buffer = Vec::new();
+        let mut base = None;
+        for round in 0..3 {
+            let mut segment = PackBuilder::with_capacity(1 << 16);
+            let mut pack = PackBuilder::with_buffer(std::mem::take(&mut buffer), 1 << 20);
+            let chunks: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8 + round; 1000 + 777 * i]).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                let id = crypto.chunk_id(c);
+                segment.add(id, Codec::Raw, c.len() as u32, &crypto.seal_blob(&id, c));
+                if i % 2 == 1 {
+                    pack.append(&mut segment);
+                }
+            }
+            pack.append(&mut segment);
+            assert!(segment.is_empty() && segment.len() == 0);
+            let (id, bytes, entries) = pack.finish(&crypto);
+            assert_eq!(bytes.as_ptr().align_offset(ALIGN), 0, "round {round}");
+            assert_eq!(id, Id::of_object(&bytes));
+            assert_eq!(read_header(&crypto, &id, &bytes).unwrap(), entries);
+            for (e, c) in entries.iter().zip(&chunks) {
+                let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                assert_eq!(&open_blob(&crypto, e, stored).unwrap(), c);
+            }
+            // The writer's way of taking the buffer back: the same allocation, every time.
+            let start = bytes.as_ptr();
+            let mut back = bytes.try_into_mut().unwrap();
+            back.clear();
+            buffer = Vec::from(back);
+            assert_eq!(*base.get_or_insert(start), start, "round {round}");
+        }
     }
 }

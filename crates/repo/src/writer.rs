@@ -355,10 +355,8 @@ impl<'r> Writer<'r> {
         let full = {
             let mut open = lock(&self.open);
             if open.is_empty() {
-                if let Some(buffer) = lock(&self.shared.spare).pop() {
-                    *open = PackBuilder::with_buffer(buffer);
-                }
-                open.reserve(self.room(pack_size + MIN_SEGMENT));
+                let buffer = lock(&self.shared.spare).pop().unwrap_or_default();
+                *open = PackBuilder::with_buffer(buffer, self.room(pack_size + MIN_SEGMENT));
             }
             open.append(segment);
             (open.len() >= pack_size).then(|| std::mem::take(&mut *open))
@@ -550,7 +548,6 @@ fn upload(shared: &Shared, packs: &Receiver<PackBuilder>) {
     for pack in packs {
         let (id, bytes, blobs) = pack.finish(&shared.crypto);
         let size = bytes.len() as u64;
-        let bytes = Bytes::from(bytes);
         if let Err(e) = put_immutable(shared.storage.as_ref(), &layout::path(Kind::Pack, &id), bytes.clone())
         {
             fail(shared, e);
@@ -629,12 +626,12 @@ impl Shared {
     /// allocating one per pack and freeing it on another thread, keeps the allocator from
     /// holding freed packs in every thread's arena (memory grew with the channels).
     fn give_back(&self, bytes: Bytes) {
-        if let Ok(buffer) = bytes.try_into_mut() {
+        if let Ok(mut buffer) = bytes.try_into_mut() {
             let mut spare = lock(&self.spare);
             if spare.len() < 2 {
-                let mut buffer = Vec::from(buffer);
+                // Emptied first: the whole allocation comes back, and nothing is moved.
                 buffer.clear();
-                spare.push(buffer);
+                spare.push(Vec::from(buffer));
             }
         }
     }

@@ -99,6 +99,15 @@ impl<'f> DirectWriter<'f> {
             self.at += data.len() as u64;
             return Ok(());
         }
+        // Whole blocks in aligned memory go out as they are: a pack built in aligned memory is
+        // written without a copy.
+        let whole = data.len() - data.len() % BLOCK as usize;
+        if self.direct && self.staged == 0 && whole > 0 && data.as_ptr().align_offset(BLOCK as usize) == 0 {
+            let _turn = self.turn.map(|turn| turn.lock().unwrap_or_else(PoisonError::into_inner));
+            write_at(self.file, &data[..whole], self.at)?;
+            self.at += whole as u64;
+            data = &data[whole..];
+        }
         while !data.is_empty() {
             let n = (MAX_STAGED - self.staged).min(data.len());
             let staged = self.staged;
@@ -252,6 +261,29 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
             let again = dir.path().join(format!("g{len}"));
             write_new(&File::create(&again).unwrap(), &data).unwrap();
+            assert_eq!(std::fs::read(&again).unwrap(), data, "length {len}, write_new");
+        }
+    }
+
+    #[test]
+    fn aligned_memory_is_written_as_it_is_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [4096, 4097, STAGING + 5000, 2 * MAX_STAGED + 4095, 3 * MAX_STAGED] {
+            let mut memory = vec![0u8; len + BLOCK as usize];
+            let start = memory.as_ptr().align_offset(BLOCK as usize);
+            let data = &mut memory[start..start + len];
+            data.copy_from_slice(&pattern(len));
+            let path = dir.path().join(format!("f{len}"));
+            let file = File::create(&path).unwrap();
+            // A start that is staged and written out, then aligned memory at an aligned offset.
+            let mut writer = DirectWriter::new(&file, 0, enable(&file));
+            let first = len.min(STAGING);
+            writer.write(&data[..first]).unwrap();
+            writer.write(&data[first..]).unwrap();
+            writer.finish().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
+            let again = dir.path().join(format!("g{len}"));
+            write_new(&File::create(&again).unwrap(), data).unwrap();
             assert_eq!(std::fs::read(&again).unwrap(), data, "length {len}, write_new");
         }
     }
