@@ -237,7 +237,7 @@ mod tests {
                 }
             }
             pack.append(&mut segment);
-            assert!(segment.is_empty() && segment.len() == 0);
+            assert_eq!(segment.len(), 0);
             let (id, bytes, entries) = pack.finish(&crypto);
             assert_eq!(bytes.as_ptr().align_offset(ALIGN), 0, "round {round}");
             assert_eq!(id, Id::of_object(&bytes));

@@ -187,11 +187,7 @@ fn prune_removes_packs_left_by_an_interrupted_write() {
     let stray = cairn_repo::pack::PackBuilder::default();
     let (stray_id, bytes, _) = stray.finish(&cairn_repo::crypto::Crypto::none());
     storage
-        .put(
-            &cairn_repo::layout::path(cairn_repo::layout::Kind::Pack, &stray_id),
-            Bytes::from(bytes),
-            PutMode::Create,
-        )
+        .put(&cairn_repo::layout::path(cairn_repo::layout::Kind::Pack, &stray_id), bytes, PutMode::Create)
         .unwrap();
     let report = check(&repo, &CheckOptions::default()).unwrap();
     assert!(report.is_ok());
@@ -283,11 +279,7 @@ fn read_data_opens_every_blob_even_in_an_intact_pack() {
     pack.add(claimed, cairn_repo::compression::Codec::Raw, 13, b"something else");
     let (pack_id, bytes, blobs) = pack.finish(&crypto);
     storage
-        .put(
-            &cairn_repo::layout::path(cairn_repo::layout::Kind::Pack, &pack_id),
-            Bytes::from(bytes),
-            PutMode::Create,
-        )
+        .put(&cairn_repo::layout::path(cairn_repo::layout::Kind::Pack, &pack_id), bytes, PutMode::Create)
         .unwrap();
     // Its index object, in the typed-object envelope of an unencrypted repository (format §8).
     let mut plain = vec![1u8, 1, 1];
