@@ -53,6 +53,16 @@ pub fn enable(file: &File) -> bool {
         .is_ok()
 }
 
+/// Reserves `len` bytes for the new, empty `file` that is written directly: writes then land
+/// inside the file's size, which the filesystem (ext4, XFS) lets several threads do at once,
+/// where writes that extend the file go one at a time. Nothing is reserved where the
+/// filesystem cannot; the file is as long as its data once written either way.
+pub fn preallocate(file: &File, len: u64) {
+    if len > 0 {
+        let _ = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len);
+    }
+}
+
 /// Writes `data` as the whole content of the new, empty `file`: directly if it is large
 /// enough and the filesystem can, else through the page cache. Does not flush.
 pub fn write_new(file: &File, data: &[u8]) -> io::Result<()> {
