@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
 use crate::compression::Compression;
-use crate::crypto::Encryption;
+use crate::crypto::{Crypto, Encryption, MasterKey};
 use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::layout;
@@ -46,8 +46,13 @@ impl Config {
     }
 
     /// Whether blobs are sealed with their chunk id as associated data (version 2 on).
-    pub fn binds_blobs(&self) -> bool {
+    fn binds_blobs(&self) -> bool {
         self.version >= 2
+    }
+
+    /// The cipher of this repository under `master`, sealing blobs as its version does.
+    pub fn crypto(&self, master: &MasterKey) -> Crypto {
+        Crypto::new(self.encryption, master).binding_blobs(self.binds_blobs())
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -95,7 +95,7 @@ impl Repository {
                 let master = MasterKey::random();
                 let (key_id, bytes) = KeyFile::create(config.id, encryption, &master, password, options.kdf)?;
                 storage.put(&layout::path(Kind::Key, &key_id), Bytes::from(bytes), PutMode::Create)?;
-                (Crypto::new(encryption, &master).binding_blobs(config.binds_blobs()), Some((key_id, master)))
+                (config.crypto(&master), Some((key_id, master)))
             }
         };
         if let Err(e) = storage.put(layout::CONFIG, Bytes::from(config.to_bytes()), PutMode::Create) {
@@ -153,7 +153,7 @@ impl Repository {
         for (key_id, file) in files {
             match file.unwrap_master(key_id, password, &config.id) {
                 Ok(Some(master)) => {
-                    let crypto = Crypto::new(config.encryption, &master).binding_blobs(config.binds_blobs());
+                    let crypto = config.crypto(&master);
                     let master = Some((*key_id, master));
                     return Ok(Repository { storage, config, crypto, master, index: Default::default() });
                 }
