@@ -8,7 +8,7 @@ use cairn_testkit::PgCluster;
 use serde_json::Value;
 
 mod common;
-use common::{add_instance, cairn, fails, ok, repository};
+use common::{add_instance, cairn, fails, give_to_postgres, ok, progress_and_result, repository};
 
 #[test]
 fn backup_show_validate_restore_and_refusals() {
@@ -77,12 +77,13 @@ fn backup_show_validate_restore_and_refusals() {
     assert_eq!(restored["bytes"], backup["data_bytes"], "what was read is what comes back");
     assert!(target.join("backup_label").exists() && target.join("global/pg_control").exists());
 
-    // The server down: a clear error, and an ERROR record, never an OK backup.
+    // The server down: a clear error, and no new record (the backup never began).
     drop(cluster);
     let msg = fails(cairn(&repo, &["backup", "--instance", "main"]), 9, "db-unreachable");
     assert!(msg.contains("127.0.0.1"), "{msg}");
     let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
-    assert!(shown.as_array().unwrap().iter().all(|b| b["status"] == "OK"), "{shown}");
+    assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown[0]["status"], "OK");
 }
 
 /// A cluster with a first backup (DONE) and new data since, so that the next backup writes
@@ -294,4 +295,234 @@ fn merge_makes_a_delta_full_and_removes_its_ancestors() {
     assert!(shown[0].get("parent").is_none(), "{shown}");
     ok(cairn(&repo, &["check", "--read-data"]));
     ok(cairn(&repo, &["validate", "--instance", "main", "-i", &ids[2]]));
+}
+
+/// The backup, restore and instance options a DBA types, through the binary: compression from
+/// the command line and from set-config, -C, --progress (JSON lines and plain lines), show -i,
+/// -E with two directories, -T, --external-mapping, --skip-external-dirs, --force, del-instance.
+#[test]
+fn options_progress_and_mappings_through_the_binary() {
+    let cluster = PgCluster::start(15);
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_str().unwrap().to_string();
+    let (tablespace, ext1, ext2) = (path("tblspc"), path("ext1"), path("ext2"));
+    std::fs::create_dir(&tablespace).unwrap();
+    std::fs::create_dir_all(Path::new(&ext2).join("sub")).unwrap();
+    std::fs::create_dir(&ext1).unwrap();
+    std::fs::write(Path::new(&ext1).join("a.conf"), "a = 1\n").unwrap();
+    std::fs::write(Path::new(&ext2).join("sub/b.conf"), "b = 2\n").unwrap();
+    give_to_postgres(work.path());
+    cluster.psql(&format!("CREATE TABLESPACE extra LOCATION '{tablespace}'"));
+    cluster.psql("CREATE TABLE spaced TABLESPACE extra AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g");
+    let oid = cluster.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'");
+    let repo = work.path().join("repo");
+    ok(cairn(&repo, &["init"]));
+    let added = add_instance(&repo, &cluster, &["-E", &format!("{ext1}:{ext2}")]);
+    assert_eq!(added["external_dirs"], serde_json::json!([ext1, ext2]));
+
+    // Compression as asked: none stores chunks as they are, lz4 and zstd shrink them; each
+    // backup has a new, very compressible table to store.
+    let stored_share = |b: &Value| b["stored_bytes"].as_f64().unwrap() / b["new_bytes"].as_f64().unwrap();
+    let backup_of_new_table = |table: &str, args: &[&str]| -> Value {
+        cluster.psql(&format!(
+            "CREATE TABLE {table} AS SELECT g, repeat('y', 300) AS pad FROM generate_series(1, 30000) g"
+        ));
+        ok(cairn(&repo, &[&["backup", "--instance", "main", "--no-validate"][..], args].concat()))
+    };
+    let none = backup_of_new_table("t1", &["--compress-algorithm", "none"]);
+    assert!(stored_share(&none) > 0.95, "{none}");
+    let lz4 = backup_of_new_table("t2", &["--compress-algorithm", "lz4"]);
+    assert!(stored_share(&lz4) < 0.3, "{lz4}");
+    let zstd = backup_of_new_table("t3", &["--compress-algorithm", "zstd", "--compress-level", "9"]);
+    assert!(stored_share(&zstd) < 0.3, "{zstd}");
+    let msg = fails(
+        cairn(
+            &repo,
+            &["backup", "--instance", "main", "--compress-algorithm", "zstd", "--compress-level", "99"],
+        ),
+        2,
+        "invalid-argument",
+    );
+    assert!(msg.contains("level"), "{msg}");
+    // set-config: the instance's default from now on.
+    ok(cairn(&repo, &["set-config", "--instance", "main", "--compress-algorithm", "none"]));
+    let config = ok(cairn(&repo, &["show-config", "--instance", "main"]));
+    assert!(config["compression"].to_string().to_lowercase().contains("none"), "{config}");
+    let by_config = backup_of_new_table("t4", &[]);
+    assert!(stored_share(&by_config) > 0.95, "{by_config}");
+
+    // -C: the server is asked for a spread checkpoint, not an immediate one.
+    cluster.psql("CHECKPOINT"); // nothing left to spread: the smooth checkpoint ends at once
+    let log_before = cluster.log().len();
+    ok(cairn(&repo, &["backup", "--instance", "main", "-C", "--no-validate"]));
+    let log = cluster.log()[log_before..].to_string();
+    assert!(log.contains("checkpoint starting: force wait"), "{log}");
+    assert!(!log.contains("immediate"), "{log}");
+
+    // --progress with --format json: progress lines, the last one whole, then the result.
+    let out = cairn(&repo, &["backup", "--instance", "main", "--progress", "-j", "2"]);
+    let (progress, backup) = progress_and_result(&out);
+    let last_of = |phase: &str| {
+        let line = progress.iter().rev().map(|p| &p["progress"]).find(|p| p["phase"] == phase);
+        line.unwrap_or_else(|| panic!("no {phase} progress in {progress:?}")).clone()
+    };
+    for phase in ["backup", "validate"] {
+        let last = last_of(phase);
+        assert_eq!(last["done_bytes"], last["total_bytes"], "{last}");
+    }
+    // The copy's progress covers the data directory; the WAL segments and the backup_label kept
+    // with the backup come after it.
+    let after_copy =
+        backup["data_bytes"].as_u64().unwrap() - last_of("backup")["done_bytes"].as_u64().unwrap();
+    let wal = backup["wal_segments"].as_u64().unwrap() << 24;
+    assert!(after_copy >= wal && after_copy - wal < 4096, "{after_copy} {backup}");
+    assert_eq!(backup["status"], "OK");
+    let id = backup["id"].as_str().unwrap();
+    let shown = ok(cairn(&repo, &["show", "--instance", "main", "-i", id]));
+    assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!((&shown[0]["id"], &shown[0]["status"]), (&backup["id"], &"OK".into()));
+
+    // Restore with the tablespace and both external directories moved, with plain progress
+    // lines on standard error.
+    let (moved, moved1, moved2, target) =
+        (path("tblspc-moved"), path("ext1-moved"), path("ext2-moved"), path("r1"));
+    let out = assert_cmd::Command::cargo_bin("cairn")
+        .unwrap()
+        .env("CAIRN_PASSWORD", "demo password")
+        .args(["restore", "-B", repo.to_str().unwrap(), "--instance", "main", "-D", &target, "--progress"])
+        .args(["-T", &format!("{tablespace}={moved}")])
+        .args([
+            "--external-mapping",
+            &format!("{ext1}={moved1}"),
+            "--external-mapping",
+            &format!("{ext2}={moved2}"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("restore: 100% (")), "{stderr}");
+    assert_eq!(std::fs::read_to_string(Path::new(&moved1).join("a.conf")).unwrap(), "a = 1\n");
+    assert_eq!(std::fs::read_to_string(Path::new(&moved2).join("sub/b.conf")).unwrap(), "b = 2\n");
+    let link = Path::new(&target).join("pg_tblspc").join(&oid);
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(&moved));
+    give_to_postgres(work.path());
+    let copy = PgCluster::from_data_dir(15, &target);
+    assert_eq!(copy.psql("SELECT count(*) FROM spaced"), "20000");
+    drop(copy);
+
+    // --skip-external-dirs: the external directories are left alone (here: their originals,
+    // which a restore would otherwise refuse to overwrite).
+    let (moved_again, target2) = (path("tblspc-2"), path("r2"));
+    let restore2 =
+        ["restore", "--instance", "main", "-D", &target2, "-T", &format!("{tablespace}={moved_again}")];
+    let msg = fails(cairn(&repo, &restore2), 10, "restore-refused");
+    assert!(msg.contains(&ext1) || msg.contains(&ext2), "{msg}");
+    ok(cairn(&repo, &[&restore2[..], &["--skip-external-dirs"]].concat()));
+    assert_eq!(std::fs::read_dir(&ext1).unwrap().count(), 1, "ext1 untouched");
+    assert!(Path::new(&target2).join("PG_VERSION").exists());
+
+    // --force: a non-empty directory is emptied and restored into.
+    let target3 = path("r3");
+    std::fs::create_dir(&target3).unwrap();
+    std::fs::write(Path::new(&target3).join("stale"), "x").unwrap();
+    let restore3 = ["restore", "--instance", "main", "-D", &target3, "--skip-external-dirs"];
+    let remap = format!("{tablespace}={}", path("tblspc-3"));
+    fails(cairn(&repo, &[&restore3[..], &["-T", &remap]].concat()), 10, "restore-refused");
+    ok(cairn(&repo, &[&restore3[..], &["-T", &remap, "--force"]].concat()));
+    assert!(!Path::new(&target3).join("stale").exists());
+    assert!(Path::new(&target3).join("global/pg_control").exists());
+
+    // del-instance: the instance and its backups go; what they stored is prune's to free.
+    let deleted = ok(cairn(&repo, &["del-instance", "--instance", "main"]));
+    assert_eq!(deleted["backups_deleted"], 6, "{deleted}");
+    fails(cairn(&repo, &["show", "--instance", "main"]), 8, "instance-not-found");
+    ok(cairn(&repo, &["check"]));
+}
+
+/// Connection settings from the environment at backup time, a password from a password file,
+/// and the roles and servers a backup cannot use, each with an error that says what to do.
+#[test]
+fn connections_from_the_environment_and_a_password_file_and_what_cannot_back_up() {
+    let cluster = PgCluster::start(15);
+    // Password authentication for role keeper over TCP; trust for the others, as before.
+    let hba = cluster.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host all keeper 127.0.0.1/32 scram-sha-256\n{rules}")).unwrap();
+    cluster.psql(
+        "SELECT pg_reload_conf(); CREATE ROLE keeper LOGIN SUPERUSER PASSWORD 'open sesame'; \
+         CREATE ROLE plain LOGIN; CREATE ROLE replicator LOGIN REPLICATION",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    ok(cairn(&repo, &["init"]));
+    // No connection options stored: each backup connects as its environment says.
+    let pgdata = cluster.data_dir().to_str().unwrap();
+    let added = ok(cairn(&repo, &["add-instance", "--instance", "main", "-D", pgdata]));
+    assert!(added["connection"]["port"].is_null(), "{added}");
+    let backup = |env: &[(&str, &str)]| {
+        let mut cmd = assert_cmd::Command::cargo_bin("cairn").unwrap();
+        for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("CAIRN_PASSWORD", "demo password")
+            .env("HOME", work.path()) // no ~/.pgpass of the machine's
+            .envs(env.iter().copied())
+            .args([
+                "backup",
+                "-B",
+                repo.to_str().unwrap(),
+                "--instance",
+                "main",
+                "--no-validate",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let port = cluster.port().to_string();
+    let server = [("PGHOST", "127.0.0.1"), ("PGPORT", port.as_str())];
+    let as_role = |user: &'static str| [&server[..], &[("PGUSER", user)]].concat();
+
+    assert_eq!(ok(backup(&as_role("postgres")))["status"], "DONE");
+    let msg = fails(backup(&as_role("keeper")), 9, "db-unreachable");
+    assert!(msg.contains("password"), "{msg}");
+    let passfile = work.path().join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!("# comment\nelsewhere:*:*:keeper:wrong\n127.0.0.1:{port}:*:keeper:open sesame\n"),
+    )
+    .unwrap();
+    let passfile = passfile.to_str().unwrap();
+    assert_eq!(ok(backup(&[&as_role("keeper")[..], &[("PGPASSFILE", passfile)]].concat()))["status"], "DONE");
+    assert_eq!(
+        ok(backup(&[&as_role("keeper")[..], &[("PGPASSWORD", "open sesame")]].concat()))["status"],
+        "DONE"
+    );
+
+    // Roles that may not take a backup: refused before anything starts, saying what to do.
+    let msg = fails(backup(&as_role("plain")), 9, "db-error");
+    assert!(msg.contains("superuser") && msg.contains("-U"), "{msg}");
+    let msg = fails(backup(&as_role("replicator")), 9, "db-error");
+    assert!(msg.contains("pg_backup_start") && msg.contains("GRANT EXECUTE"), "{msg}");
+    // The backup role docs/cli.md describes: a replication role with the backup functions.
+    cluster.psql(
+        "GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean), pg_backup_stop(boolean) TO replicator",
+    );
+    assert_eq!(ok(backup(&as_role("replicator")))["status"], "DONE");
+    let shown = ok(cairn(&repo, &["show", "--instance", "main"]));
+    let statuses: Vec<&str> =
+        shown.as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s != "OK" && *s != "RUNNING"), "{shown}");
+    assert_eq!(statuses.iter().filter(|s| **s == "DONE").count(), 4, "{shown}");
+
+    // A server without the WAL a backup needs.
+    let minimal = PgCluster::start_with(
+        15,
+        cairn_testkit::PgOptions::new().setting("wal_level", "minimal").setting("max_wal_senders", "0"),
+    );
+    let repo2 = repository(work.path().join("second").as_path(), &minimal, &[]);
+    let msg = fails(cairn(&repo2, &["backup", "--instance", "main"]), 9, "db-error");
+    assert!(msg.contains("wal_level") && msg.contains("replica"), "{msg}");
 }

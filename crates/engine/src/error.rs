@@ -85,6 +85,10 @@ fn describe(error: &postgres::Error) -> String {
         if let Some(hint) = db.hint() {
             text += &format!("; hint: {hint}");
         }
+        if db.code() == &postgres::error::SqlState::INSUFFICIENT_PRIVILEGE {
+            text += "; connect as a superuser (-U), or have one GRANT EXECUTE ON FUNCTION to this role \
+                     for each function a backup calls (docs/cli.md, 'A backup role')";
+        }
         return text;
     }
     let mut text = error.to_string();

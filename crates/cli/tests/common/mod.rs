@@ -14,6 +14,13 @@ pub fn cairn(repo: &Path, args: &[&str]) -> Output {
     Command::cargo_bin("cairn")
         .unwrap()
         .env_remove("BACKUP_PATH")
+        // The machine's connection settings must not reach the tests' servers.
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGUSER")
+        .env_remove("PGDATABASE")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
         .env("CAIRN_PASSWORD", "demo password")
         .args(args)
         .args(["-B", repo.to_str().unwrap(), "--format", "json"])
@@ -58,4 +65,22 @@ pub fn repository(work: &Path, cluster: &PgCluster, init_args: &[&str]) -> PathB
     ok(cairn(&repo, &[&["init"][..], init_args].concat()));
     add_instance(&repo, cluster, &[]);
     repo
+}
+
+/// Makes `dir` belong to the postgres user, as the server needs for a tablespace (the tests
+/// run as root, servers as postgres).
+pub fn give_to_postgres(dir: &Path) {
+    let status =
+        std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
+    assert!(status.success());
+}
+
+/// A command's standard output: `{"progress": ...}` lines, then the result's JSON document.
+pub fn progress_and_result(out: &Output) -> (Vec<Value>, Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let n = lines.iter().take_while(|l| l.starts_with("{\"progress\"")).count();
+    let progress = lines[..n].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (progress, serde_json::from_str(&lines[n..].join("\n")).unwrap())
 }
