@@ -158,6 +158,8 @@ impl Interrupted {
         assert!(next["reused_chunks"].as_u64().unwrap() * 2 > next["chunks"].as_u64().unwrap(), "{next}");
         let target = self.work.path().join("restored");
         ok(cairn(&self.repo, &["restore", "--instance", "main", "-D", target.to_str().unwrap()]));
+        // The interrupted backup's temporary replication slot went with its connection.
+        assert_eq!(self.cluster.psql("SELECT count(*) FROM pg_replication_slots"), "0");
     }
 }
 

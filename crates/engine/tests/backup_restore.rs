@@ -40,7 +40,19 @@ fn backup_under_load_restores_consistently(major: u32) {
     let quiet = checksum_of(&cluster, "quiet");
     let spaced = checksum_of(&cluster, "in_tablespace");
 
-    // Keep writing during the whole backup.
+    // pgbench's TPC-B transactions run during the whole backup: in the copy, the money moved
+    // must balance (accounts, tellers, branches and history agree).
+    let pgbench = PgCluster::client_bin_dir().join("pgbench");
+    let init = Command::new(&pgbench).envs(cluster.env()).args(["-i", "-q", "-s", "1"]).output().unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    let mut load = Command::new(&pgbench)
+        .envs(cluster.env())
+        .args(["-n", "-c", "2", "-T", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // And a ledger of committed rows, for what must be there.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (stop, conn) = (stop.clone(), cluster.connection_string());
@@ -68,6 +80,12 @@ fn backup_under_load_restores_consistently(major: u32) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let inserted = writer.join().unwrap();
     assert!(inserted > 0);
+    let running = load.try_wait().unwrap().is_none();
+    load.kill().unwrap();
+    load.wait().unwrap();
+    assert!(running, "pgbench ran during the whole backup");
+    // The backup's temporary replication slot went with it.
+    assert_eq!(cluster.psql("SELECT count(*) FROM pg_replication_slots"), "0");
     assert_eq!(summary.record.status, BackupStatus::Ok);
     assert!(summary.record.wal_segments >= 1);
     assert_eq!(summary.record.tablespaces.len(), 1);
@@ -123,6 +141,14 @@ fn backup_under_load_restores_consistently(major: u32) {
         copy.psql("SELECT coalesce(string_agg(id::text, ','), '0') FROM ledger")
     ));
     assert_eq!(restored_ledger, source_prefix, "restored ledger rows differ from the source's");
+    let balanced = copy.psql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(bbalance) FROM pgbench_branches) \
+         AND (SELECT sum(tbalance) FROM pgbench_tellers) = (SELECT sum(bbalance) FROM pgbench_branches) \
+         AND (SELECT sum(delta) FROM pgbench_history) = (SELECT sum(bbalance) FROM pgbench_branches)",
+    );
+    assert_eq!(balanced, "t", "pgbench's balances disagree in the restored cluster");
+    let transactions: u64 = copy.psql("SELECT count(*) FROM pgbench_history").parse().unwrap();
+    assert!(transactions > 0, "pgbench committed transactions before the backup's end");
     // The unlogged table exists, empty (its init fork only).
     assert_eq!(copy.psql("SELECT count(*) FROM scratch"), "0");
 

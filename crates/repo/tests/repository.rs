@@ -312,3 +312,31 @@ fn restores_read_on_at_most_max_readers_threads() {
     .unwrap();
     assert!(threads.into_inner().unwrap().len() <= cairn_repo::MAX_READERS);
 }
+
+/// A direct write waits on the disk: once one file is written directly, as many threads again
+/// join in. Where nothing can be written directly (tmpfs), only the threads asked for work.
+#[test]
+fn threads_join_in_once_files_are_written_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(fs_storage(&dir.path().join("repo")), Encryption::Aes256Gcm);
+    // A file large enough to be written directly first (entries go in path order), then many
+    // small ones for the threads that join.
+    let mut files = vec![StoredFile { path: "big".into(), data: pagey(4 << 20, 1) }];
+    files.extend((0..200).map(|i| StoredFile { path: format!("small{i:03}"), data: pagey(8192, i + 2) }));
+    let (id, _) = backup(&repo, &files, 2);
+    let entries = restore_entries(&repo, &id);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+    let create = |e: &cairn_repo::FileEntry| {
+        threads.lock().unwrap().insert(std::thread::current().id());
+        Ok(std::fs::File::create_new(out.join(&e.path)).unwrap())
+    };
+    repo.write_files(&entries, 1, create, |_, _| Ok(()), |_| {}).unwrap();
+    let probe = std::fs::File::create_new(out.join("probe")).unwrap();
+    let direct = cairn_storage::direct::enable(&probe);
+    assert_eq!(threads.into_inner().unwrap().len(), if direct { 2 } else { 1 }, "direct: {direct}");
+    for f in &files {
+        assert!(std::fs::read(out.join(&f.path)).unwrap() == f.data, "{} differs", f.path);
+    }
+}
