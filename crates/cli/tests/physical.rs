@@ -528,3 +528,25 @@ fn connections_from_the_environment_and_a_password_file_and_what_cannot_back_up(
     let msg = fails(cairn(&repo2, &["backup", "--instance", "main"]), 9, "db-error");
     assert!(msg.contains("wal_level") && msg.contains("replica"), "{msg}");
 }
+
+/// The least-privileged role docs/cli.md describes takes a backup on every supported major.
+#[test]
+fn the_documented_backup_role_backs_up_on_every_major() {
+    for major in cairn_pg::SUPPORTED_POSTGRES_MAJORS {
+        let cluster = PgCluster::start(major);
+        let grant = if major >= 15 {
+            "GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean), pg_backup_stop(boolean) TO backup"
+        } else {
+            "GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean, boolean), pg_stop_backup(boolean, boolean) TO backup"
+        };
+        cluster.psql(&format!("CREATE ROLE backup LOGIN REPLICATION; {grant}"));
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path().join("repo");
+        ok(cairn(&repo, &["init"]));
+        let (port, pgdata) = (cluster.port().to_string(), cluster.data_dir().to_str().unwrap().to_string());
+        let add = ["add-instance", "--instance", "main", "-D", &pgdata, "-h", "127.0.0.1", "-p", &port];
+        ok(cairn(&repo, &[&add[..], &["-U", "backup"]].concat()));
+        let backup = ok(cairn(&repo, &["backup", "--instance", "main"]));
+        assert_eq!(backup["status"], "OK", "PostgreSQL {major}: {backup}");
+    }
+}

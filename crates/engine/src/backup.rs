@@ -227,8 +227,16 @@ impl ServerInfo {
             .map_err(|e| EngineError::Server(e.to_string()))?;
         let wal_segment_size = WalSegmentSize::new(row.get::<_, i64>(6) as u64)
             .map_err(|e| EngineError::Server(e.to_string()))?;
+        // Hidden from a backup role without pg_read_all_settings (pg_settings then has no row):
+        // the default's contents are left out, a moved directory inside the data directory is
+        // copied (temporary files, harmless).
         let stats_temp_directory = if version_num < 150000 {
-            let row = client.query_one("SELECT current_setting('stats_temp_directory')", &[]).map_err(db)?;
+            let row = client
+                .query_one(
+                    "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = 'stats_temp_directory'), 'pg_stat_tmp')",
+                    &[],
+                )
+                .map_err(db)?;
             Some(row.get(0))
         } else {
             None
