@@ -304,7 +304,8 @@ fn merge_makes_a_delta_full_and_removes_its_ancestors() {
 /// -E with two directories, -T, --external-mapping, --skip-external-dirs, --force, del-instance.
 #[test]
 fn options_progress_and_mappings_through_the_binary() {
-    let cluster = PgCluster::start(15);
+    // No autovacuum: a spread checkpoint (-C) spends 100 ms per dirty buffer it writes.
+    let cluster = PgCluster::start_with(15, cairn_testkit::PgOptions::new().setting("autovacuum", "off"));
     let work = tempfile::tempdir().unwrap();
     let path = |name: &str| work.path().join(name).to_str().unwrap().to_string();
     let (tablespace, ext1, ext2) = (path("tblspc"), path("ext1"), path("ext2"));
