@@ -89,6 +89,14 @@ fn backup_under_load_restores_consistently(major: u32) {
     assert_eq!(summary.record.status, BackupStatus::Ok);
     assert!(summary.record.wal_segments >= 1);
     assert_eq!(summary.record.tablespaces.len(), 1);
+    // The backup_label and tablespace_map pg_backup_stop returned are kept with the backup.
+    let info = cairn_engine::catalog::find(&repo, "main", Some(&summary.record.id)).unwrap();
+    let entries = cairn_engine::restore::entries_of(&repo, &info).unwrap();
+    let size_of = |name: &str| entries.iter().find(|e| e.path == name).map(|e| e.size);
+    let oid = cluster.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'");
+    let map_line = format!("{oid} {}\n", tablespace.display());
+    assert_eq!(size_of("tablespace_map"), Some(map_line.len() as u64), "{map_line}");
+    assert!(size_of("backup_label").is_some_and(|n| n > 100));
 
     // Restore with the tablespace moved, and start it.
     let restored = work.path().join("restored");
