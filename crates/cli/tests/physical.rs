@@ -528,6 +528,12 @@ fn connections_from_the_environment_and_a_password_file_and_what_cannot_back_up(
     let repo2 = repository(work.path().join("second").as_path(), &minimal, &[]);
     let msg = fails(cairn(&repo2, &["backup", "--instance", "main"]), 9, "db-error");
     assert!(msg.contains("wal_level") && msg.contains("replica"), "{msg}");
+    // A data directory that is not the server's own: refused, naming both clusters.
+    let other_dir = minimal.data_dir().to_str().unwrap();
+    let mixed = ["add-instance", "--instance", "mixed", "-D", other_dir, "-h", "127.0.0.1", "-p", &port];
+    ok(cairn(&repo2, &[&mixed[..], &["-U", "postgres"]].concat()));
+    let msg = fails(cairn(&repo2, &["backup", "--instance", "mixed"]), 2, "invalid-argument");
+    assert!(msg.contains(other_dir) && msg.contains("wrong data directory or wrong server"), "{msg}");
 }
 
 /// The least-privileged role docs/cli.md describes takes a backup on every supported major.
