@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use cairn_testkit::PgCluster;
+use cairn_testkit::{give_to_postgres, PgCluster};
 use serde_json::Value;
 
 mod common;
-use common::{add_instance, cairn, fails, give_to_postgres, ok, progress_and_result, repository};
+use common::{add_instance, cairn, fails, ok, progress_and_result, repository};
 
 #[test]
 fn backup_show_validate_restore_and_refusals() {

@@ -3,7 +3,6 @@
 //! every supported PostgreSQL major.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -11,14 +10,8 @@ mod common;
 
 use cairn_engine::instance::{self, InstanceConfig};
 use cairn_engine::{backup, restore, BackupOptions, BackupStatus, Connection, RestoreOptions, Silent};
-use cairn_testkit::PgCluster;
+use cairn_testkit::{give_to_postgres, PgCluster};
 use common::{add_instance, repository};
-
-/// Makes `dir` belong to the postgres user (the tests run as root, servers as postgres).
-fn give_to_postgres(dir: &Path) {
-    let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
-    assert!(status.success());
-}
 
 fn checksum_of(cluster: &PgCluster, table: &str) -> String {
     cluster.psql(&format!("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"))

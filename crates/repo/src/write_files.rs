@@ -137,8 +137,8 @@ impl Repository {
         // One file created at a time: threads creating files in one directory spin in the
         // kernel on the directory's lock too.
         let creating = Mutex::new(());
-        // Told of each file that is written directly.
-        let write_piece = |i: usize, writing_directly: &Sender<()>| -> Result<u64> {
+        // Told of each file that is written directly (by the threads started first).
+        let write_piece = |i: usize, writing_directly: Option<&Sender<()>>| -> Result<u64> {
             let piece = &pieces[i];
             let entry = &entries[piece.file];
             let (file, direct) = {
@@ -153,7 +153,9 @@ impl Repository {
                         target.direct = target.direct && direct::enable(&file);
                         if target.direct {
                             direct::preallocate(&file, entry.size);
-                            let _ = writing_directly.send(());
+                            if let Some(told) = writing_directly {
+                                let _ = told.send(());
+                            }
                         }
                         let file = Arc::new(OpenFile { file, turn: Mutex::new(()) });
                         target.file = Some(file.clone());
@@ -201,11 +203,11 @@ impl Repository {
             Ok(bytes)
         };
         let outcome = Mutex::new(Ok(0));
-        let worker = |writing_directly: Sender<()>| {
+        let worker = |writing_directly: Option<Sender<()>>| {
             let (schedule, outcome, write_piece, pieces) = (&schedule, &outcome, &write_piece, &pieces);
             move || loop {
                 let Some(i) = lock(schedule).take() else { break };
-                let result = write_piece(i, &writing_directly);
+                let result = write_piece(i, writing_directly.as_ref());
                 let mut schedule = lock(schedule);
                 schedule.writers[pieces[i].file] -= 1;
                 match (result, &mut *lock(outcome)) {
@@ -222,14 +224,13 @@ impl Repository {
         std::thread::scope(|s| {
             let (direct_started, direct_seen) = channel();
             for _ in 0..threads {
-                s.spawn(worker(direct_started.clone()));
+                s.spawn(worker(Some(direct_started.clone())));
             }
             drop(direct_started);
             // Ends with an error once every thread is done without a direct write.
             if direct_seen.recv().is_ok() {
-                let (told_no_one, _) = channel();
                 for _ in 0..threads.min(MAX_READERS - threads) {
-                    s.spawn(worker(told_no_one.clone()));
+                    s.spawn(worker(None));
                 }
             }
         });

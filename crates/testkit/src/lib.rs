@@ -4,7 +4,7 @@
 mod pg_cluster;
 mod s3_server;
 
-pub use pg_cluster::{PgCluster, PgOptions};
+pub use pg_cluster::{give_to_postgres, PgCluster, PgOptions};
 pub use s3_server::S3Server;
 
 /// Every file, directory and symbolic link under `dir` (relative path -> mode and content; a

@@ -618,6 +618,19 @@ fn server_bin_dir(major: u32) -> PathBuf {
     dir
 }
 
+/// Gives `path` and everything under it to the server's OS user when the tests run as root
+/// (a tablespace directory a test made must be the server's); nothing otherwise.
+pub fn give_to_postgres(path: &Path) {
+    if server_user().is_some() {
+        let status = Command::new("chown")
+            .args(["-R", &format!("{USER}:{USER}")])
+            .arg(path)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run chown: {e}"));
+        assert!(status.success(), "chown -R {USER}: {} failed", path.display());
+    }
+}
+
 /// A fresh temp dir for one cluster: socket, log, and maybe data. Owned by the server's OS
 /// user; mode 0700 (the server requires that for the data directory inside, and it keeps other
 /// users off the socket).

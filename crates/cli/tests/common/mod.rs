@@ -67,14 +67,6 @@ pub fn repository(work: &Path, cluster: &PgCluster, init_args: &[&str]) -> PathB
     repo
 }
 
-/// Makes `dir` belong to the postgres user, as the server needs for a tablespace (the tests
-/// run as root, servers as postgres).
-pub fn give_to_postgres(dir: &Path) {
-    let status =
-        std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
-    assert!(status.success());
-}
-
 /// A command's standard output: `{"progress": ...}` lines, then the result's JSON document.
 pub fn progress_and_result(out: &Output) -> (Vec<Value>, Value) {
     let stdout = String::from_utf8_lossy(&out.stdout);
